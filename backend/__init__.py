@@ -1,0 +1,1 @@
+"""A real-time notification server: aiohttp + python-socketio + SQLAlchemy."""

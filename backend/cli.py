@@ -1,0 +1,128 @@
+"""The command line: serve (default), migrate, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from .config import ConfigError, Settings, load_settings
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if settings.log_level != "DEBUG":
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def serve(settings: Settings) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is in requirements; Windows lacks it
+        pass
+    app = create_app(settings)
+    where = f"http://{settings.host}:{settings.port}"
+    hint = (
+        "get a token: python -m backend token --sub alice --scope notifications:publish"
+        if settings.dev_mode
+        else "tokens come from your identity provider (JWT_SECRET / JWT_PUBLIC_KEY)"
+    )
+
+    def announce(_: str) -> None:
+        print(f"notification server listening on {where} ({_describe_db(settings)})", flush=True)
+        print(f"open {where}/ in a browser; {hint}", flush=True)
+
+    web.run_app(app, host=settings.host, port=settings.port, print=announce, access_log=None)
+    return 0
+
+
+def _describe_db(settings: Settings) -> str:
+    if settings.sqlite_path is not None:
+        return f"SQLite at {settings.sqlite_path}"
+    return "PostgreSQL"
+
+
+def migrate_command(settings: Settings, revision: str, down: bool) -> int:
+    from . import migrate
+    from .db import create_engine
+
+    async def run() -> None:
+        engine = create_engine(settings)
+        try:
+            if down:
+                await migrate.downgrade(engine, revision)
+            else:
+                await migrate.upgrade(engine, revision)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    print(f"database {'downgraded' if down else 'upgraded'} to {revision}")
+    return 0
+
+
+def token_command(settings: Settings, args: argparse.Namespace) -> int:
+    from .security import AuthError, TokenVerifier
+
+    try:
+        token = TokenVerifier(settings).issue(
+            args.sub,
+            scopes=tuple(args.scope),
+            ttl_seconds=args.ttl,
+            email=args.email,
+            name=args.name,
+            topics=tuple(args.topic),
+        )
+    except AuthError as exc:
+        print(f"error: {exc.reason}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the server (the default)")
+    migrate = sub.add_parser("migrate", help="upgrade (or downgrade) the database schema")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.add_argument("--down", action="store_true", help="downgrade to the revision")
+    token = sub.add_parser("token", help="print a signed JWT for trying the server out")
+    token.add_argument("--sub", required=True, help="the user id")
+    token.add_argument(
+        "--scope", action="append", default=[], help="notifications:publish, notifications:admin"
+    )
+    token.add_argument("--email")
+    token.add_argument("--name")
+    token.add_argument("--topic", action="append", default=[], help="private topic allowed")
+    token.add_argument("--ttl", type=int, default=86400, help="seconds until it expires")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings)
+    command = args.command or "serve"
+    if command == "serve":
+        return serve(settings)
+    if command == "migrate":
+        return migrate_command(settings, args.revision, args.down)
+    if command == "token":
+        return token_command(settings, args)
+    raise AssertionError(command)

@@ -1,0 +1,319 @@
+"""Settings: built once from the environment, validated before anything starts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/notifications.db"
+ALLOWED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256"})
+PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "your-secret", "jwt-secret"})
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message is one line for the operator."""
+
+
+class Secret:
+    """A string that never shows itself in reprs or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of the server; tests build this directly instead of patching os.environ."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "INFO"
+    auto_migrate: bool = True
+    jwt_secret: Secret | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    dev_mode: bool = False
+    cors_allowed_origins: tuple[str, ...] = ()
+    redis_url: str | None = None
+    max_body_bytes: int = 256 * 1024
+    # realtime
+    max_connections_per_user: int = 5
+    event_rate_per_second: float = 10.0
+    event_burst: int = 20
+    outbound_rate_per_second: float = 10.0
+    max_payload_bytes: int = 64 * 1024
+    connects_per_second: int = 500
+    stale_timeout_seconds: float = 300.0
+    cleanup_interval_seconds: float = 60.0
+    stats_interval_seconds: float = 300.0
+    public_topics: tuple[str, ...] = ()
+    recovery_max_notifications: int = 1000
+    recovery_page_size: int = 100
+    admin_ui_username: str | None = None
+    admin_ui_password: Secret | None = None
+    # email
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: Secret | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_timeout_seconds: float = 10.0
+    email_from: str = "Notifications <notifications@localhost>"
+    email_outbox_dir: str = "./data/outbox"
+    email_worker_enabled: bool = True
+    email_poll_seconds: float = 2.0
+    email_max_attempts: int = 5
+    email_backoff_seconds: float = 30.0
+    email_lease_seconds: float = 300.0
+    app_url: str = "http://127.0.0.1:8080"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.database_url).database
+        if not database or database == ":memory:":
+            return None
+        return Path(database)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _int(name: str, raw: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and {maximum}" if maximum is not None else ""
+        raise ConfigError(f"{name} must be between {minimum}{upper}, got {value}")
+    return value
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+_INT_SETTINGS = {
+    "MAX_BODY_BYTES": "max_body_bytes",
+    "MAX_CONNECTIONS_PER_USER": "max_connections_per_user",
+    "EVENT_BURST": "event_burst",
+    "MAX_PAYLOAD_BYTES": "max_payload_bytes",
+    "CONNECTS_PER_SECOND": "connects_per_second",
+    "RECOVERY_MAX_NOTIFICATIONS": "recovery_max_notifications",
+    "RECOVERY_PAGE_SIZE": "recovery_page_size",
+    "EMAIL_MAX_ATTEMPTS": "email_max_attempts",
+}
+_FLOAT_SETTINGS = {
+    "EVENT_RATE_PER_SECOND": "event_rate_per_second",
+    "OUTBOUND_RATE_PER_SECOND": "outbound_rate_per_second",
+    "STALE_TIMEOUT_SECONDS": "stale_timeout_seconds",
+    "CLEANUP_INTERVAL_SECONDS": "cleanup_interval_seconds",
+    "STATS_INTERVAL_SECONDS": "stats_interval_seconds",
+    "SMTP_TIMEOUT_SECONDS": "smtp_timeout_seconds",
+    "EMAIL_POLL_SECONDS": "email_poll_seconds",
+    "EMAIL_BACKOFF_SECONDS": "email_backoff_seconds",
+    "EMAIL_LEASE_SECONDS": "email_lease_seconds",
+}
+_BOOL_SETTINGS = {
+    "AUTO_MIGRATE": "auto_migrate",
+    "SMTP_STARTTLS": "smtp_starttls",
+    "SMTP_TLS": "smtp_tls",
+    "EMAIL_WORKER_ENABLED": "email_worker_enabled",
+}
+_STR_SETTINGS = {
+    "JWT_AUDIENCE": "jwt_audience",
+    "JWT_ISSUER": "jwt_issuer",
+    "REDIS_URL": "redis_url",
+    "SMTP_HOST": "smtp_host",
+    "SMTP_USERNAME": "smtp_username",
+    "EMAIL_FROM": "email_from",
+    "EMAIL_OUTBOX_DIR": "email_outbox_dir",
+    "APP_URL": "app_url",
+    "ADMIN_UI_USERNAME": "admin_ui_username",
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the environment; raise ConfigError with a one-line reason."""
+    env = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+
+    database_url = env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ConfigError(f"DATABASE_URL is not a database URL: {database_url!r}") from None
+    if url.drivername not in {"sqlite+aiosqlite", "postgresql+asyncpg"}:
+        raise ConfigError(
+            "DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
+            f"got {url.drivername}://"
+        )
+    values["database_url"] = database_url
+
+    if "HOST" in env:
+        values["host"] = env["HOST"].strip() or "127.0.0.1"
+    if "PORT" in env:
+        values["port"] = _int("PORT", env["PORT"], minimum=0, maximum=65535)
+    if "SMTP_PORT" in env:
+        values["smtp_port"] = _int("SMTP_PORT", env["SMTP_PORT"], minimum=1, maximum=65535)
+    level = env.get("LOG_LEVEL", "INFO").strip().upper()
+    if level not in logging.getLevelNamesMapping():
+        raise ConfigError(f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got {level!r}")
+    values["log_level"] = level
+
+    for var, attr in _INT_SETTINGS.items():
+        if env.get(var, "").strip():
+            values[attr] = _int(var, env[var], minimum=1)
+    for var, attr in _FLOAT_SETTINGS.items():
+        if env.get(var, "").strip():
+            values[attr] = _float(var, env[var])
+    for var, attr in _BOOL_SETTINGS.items():
+        if env.get(var, "").strip():
+            values[attr] = _bool(var, env[var])
+    for var, attr in _STR_SETTINGS.items():
+        if env.get(var, "").strip():
+            values[attr] = env[var].strip()
+    for var, attr in (
+        ("SMTP_PASSWORD", "smtp_password"),
+        ("ADMIN_UI_PASSWORD", "admin_ui_password"),
+    ):
+        if env.get(var):
+            values[attr] = Secret(env[var])
+    if env.get("CORS_ALLOWED_ORIGINS", "").strip():
+        values["cors_allowed_origins"] = _list(env["CORS_ALLOWED_ORIGINS"])
+    if env.get("PUBLIC_TOPICS", "").strip():
+        values["public_topics"] = _list(env["PUBLIC_TOPICS"])
+
+    if env.get("JWT_ALGORITHMS", "").strip():
+        values["jwt_algorithms"] = _list(env["JWT_ALGORITHMS"])
+    if env.get("JWT_SECRET"):
+        values["jwt_secret"] = Secret(env["JWT_SECRET"])
+    public_key = env.get("JWT_PUBLIC_KEY", "").strip()
+    if public_key.startswith("@"):
+        try:
+            public_key = Path(public_key[1:]).read_text()
+        except OSError as exc:
+            raise ConfigError(f"JWT_PUBLIC_KEY file cannot be read: {exc.strerror}") from None
+    if public_key:
+        values["jwt_public_key"] = public_key.replace("\\n", "\n")
+
+    settings = Settings(**values)
+    if settings.jwt_secret is None and settings.jwt_public_key is None:
+        settings = _with_embedded_secret(settings)
+    validate(settings)
+    return settings
+
+
+def _with_embedded_secret(settings: Settings) -> Settings:
+    """On the embedded default, generate a secret once and keep it beside the database."""
+    path = settings.sqlite_path
+    if path is None:
+        raise ConfigError(
+            "JWT_SECRET or JWT_PUBLIC_KEY is required unless DATABASE_URL is a SQLite file"
+        )
+    secret_file = path.with_name(path.name + ".jwt-secret")
+    try:
+        if secret_file.exists():
+            secret = secret_file.read_text().strip()
+        else:
+            secret_file.parent.mkdir(parents=True, exist_ok=True)
+            secret = secrets.token_urlsafe(48)
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secret + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot keep the generated JWT secret at {secret_file}: {exc}") from None
+    cors = settings.cors_allowed_origins or ("*",)
+    return replace(
+        settings,
+        jwt_secret=Secret(secret),
+        jwt_algorithms=("HS256",),
+        dev_mode=True,
+        cors_allowed_origins=cors,
+    )
+
+
+def validate(settings: Settings) -> None:
+    """Fail fast on values that would only break later."""
+    unknown = set(settings.jwt_algorithms) - ALLOWED_JWT_ALGORITHMS
+    if unknown or not settings.jwt_algorithms:
+        raise ConfigError(
+            f"JWT_ALGORITHMS must be a subset of {sorted(ALLOWED_JWT_ALGORITHMS)}, "
+            f"got {sorted(unknown) or 'nothing'}"
+        )
+    symmetric = {a for a in settings.jwt_algorithms if a.startswith("HS")}
+    if symmetric and symmetric != set(settings.jwt_algorithms):
+        raise ConfigError("JWT_ALGORITHMS must not mix HS* with RS*/ES* algorithms")
+    if symmetric:
+        if settings.jwt_secret is None:
+            raise ConfigError("JWT_SECRET is required for HS* algorithms")
+        secret = settings.jwt_secret.get()
+        if secret.lower() in PLACEHOLDER_SECRETS:
+            raise ConfigError("JWT_SECRET is a placeholder; set a random secret")
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters")
+    elif not settings.jwt_public_key:
+        raise ConfigError("JWT_PUBLIC_KEY is required for RS*/ES* algorithms")
+    if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
+        raise ConfigError(
+            f"REDIS_URL must start with redis:// or rediss://, got {settings.redis_url!r}"
+        )
+    if not settings.app_url.startswith(("http://", "https://")):
+        raise ConfigError(f"APP_URL must start with http:// or https://, got {settings.app_url!r}")
+    for origin in settings.cors_allowed_origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(f"CORS_ALLOWED_ORIGINS has an invalid origin: {origin!r}")
+    if settings.admin_ui_username and settings.admin_ui_password is None:
+        raise ConfigError("ADMIN_UI_PASSWORD is required when ADMIN_UI_USERNAME is set")

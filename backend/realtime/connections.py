@@ -1,0 +1,168 @@
+"""ConnectionManager: who is connected on this process, in which rooms, and since when."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class ClientConnection:
+    """One Socket.IO session: many per user (tabs, devices) is normal."""
+
+    sid: str
+    user_id: str
+    connected_at: float
+    last_heartbeat: float
+    transport: str = "polling"
+    remote_address: str | None = None
+    user_agent: str | None = None
+    rooms: set[str] = field(default_factory=set)
+    events_in: int = 0
+    events_out: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sid": self.sid,
+            "user_id": self.user_id,
+            "connected_at": self.connected_at,
+            "last_heartbeat": self.last_heartbeat,
+            "transport": self.transport,
+            "remote_address": self.remote_address,
+            "user_agent": self.user_agent,
+            "rooms": sorted(self.rooms),
+        }
+
+
+class ConnectionManager:
+    """An in-memory registry per process; the Socket.IO server owns delivery, this owns facts."""
+
+    def __init__(self, *, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._connections: dict[str, ClientConnection] = {}
+        self._by_user: dict[str, set[str]] = {}
+        self._rooms: dict[str, set[str]] = {}
+        self.started_at = clock()
+        self.events_in = 0
+        self.events_out = 0
+        self.total_connections = 0
+
+    def connect(
+        self,
+        sid: str,
+        user_id: str,
+        *,
+        transport: str = "polling",
+        remote_address: str | None = None,
+        user_agent: str | None = None,
+    ) -> ClientConnection:
+        now = self._clock()
+        connection = ClientConnection(
+            sid=sid,
+            user_id=user_id,
+            connected_at=now,
+            last_heartbeat=now,
+            transport=transport,
+            remote_address=remote_address,
+            user_agent=user_agent,
+        )
+        self._connections[sid] = connection
+        self._by_user.setdefault(user_id, set()).add(sid)
+        self.total_connections += 1
+        self.join(sid, f"user:{user_id}")
+        return connection
+
+    def disconnect(self, sid: str) -> ClientConnection | None:
+        connection = self._connections.pop(sid, None)
+        if connection is None:
+            return None
+        for room in connection.rooms:
+            members = self._rooms.get(room)
+            if members is not None:
+                members.discard(sid)
+                if not members:
+                    del self._rooms[room]
+        sids = self._by_user.get(connection.user_id)
+        if sids is not None:
+            sids.discard(sid)
+            if not sids:
+                del self._by_user[connection.user_id]
+        return connection
+
+    def get(self, sid: str) -> ClientConnection | None:
+        return self._connections.get(sid)
+
+    def join(self, sid: str, room: str) -> None:
+        connection = self._connections.get(sid)
+        if connection is None:
+            return
+        connection.rooms.add(room)
+        self._rooms.setdefault(room, set()).add(sid)
+
+    def leave(self, sid: str, room: str) -> None:
+        connection = self._connections.get(sid)
+        if connection is None:
+            return
+        connection.rooms.discard(room)
+        members = self._rooms.get(room)
+        if members is not None:
+            members.discard(sid)
+            if not members:
+                del self._rooms[room]
+
+    def heartbeat(self, sid: str) -> float | None:
+        connection = self._connections.get(sid)
+        if connection is None:
+            return None
+        connection.last_heartbeat = self._clock()
+        return connection.last_heartbeat
+
+    def set_transport(self, sid: str, transport: str) -> None:
+        connection = self._connections.get(sid)
+        if connection is not None:
+            connection.transport = transport
+
+    def record_event_in(self, sid: str) -> None:
+        self.events_in += 1
+        connection = self._connections.get(sid)
+        if connection is not None:
+            connection.events_in += 1
+
+    def record_events_out(self, count: int) -> None:
+        self.events_out += count
+
+    def is_online(self, user_id: str) -> bool:
+        return bool(self._by_user.get(user_id))
+
+    def user_sessions(self, user_id: str) -> list[ClientConnection]:
+        return [self._connections[sid] for sid in sorted(self._by_user.get(user_id, ()))]
+
+    def online_users(self) -> list[str]:
+        return sorted(self._by_user)
+
+    def room_members(self, room: str) -> list[str]:
+        return sorted(self._rooms.get(room, ()))
+
+    def stale_sessions(self, timeout_seconds: float) -> list[ClientConnection]:
+        cutoff = self._clock() - timeout_seconds
+        return [c for c in self._connections.values() if c.last_heartbeat < cutoff]
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connections": len(self._connections),
+            "online_users": len(self._by_user),
+            "rooms": {room: len(members) for room, members in sorted(self._rooms.items())},
+            "transports": dict(Counter(c.transport for c in self._connections.values())),
+            "events_in": self.events_in,
+            "events_out": self.events_out,
+            "total_connections": self.total_connections,
+            "uptime_seconds": round(self._clock() - self.started_at, 3),
+        }

@@ -1,0 +1,30 @@
+"""The one narrow door from services to sockets: emit to a user, a room, or everyone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import socketio
+
+
+def user_room(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+class Notifier:
+    """Owns no state of its own; it only knows how to reach rooms through the AsyncServer."""
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self._sio = sio
+
+    async def emit_to_user(self, user_id: str, event: str, data: Any) -> None:
+        await self._sio.emit(event, data, room=user_room(user_id))
+
+    async def emit_to_room(self, room: str, event: str, data: Any) -> None:
+        await self._sio.emit(event, data, room=room)
+
+    async def emit_to_all(self, event: str, data: Any) -> None:
+        await self._sio.emit(event, data)
+
+    async def emit_to_session(self, sid: str, event: str, data: Any) -> None:
+        await self._sio.emit(event, data, to=sid)

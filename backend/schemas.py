@@ -1,0 +1,136 @@
+"""The wire models: validated at the edge, and the source of the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+DigestFrequency = Literal["immediate", "hourly", "daily", "weekly", "never"]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
+TypeName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+]
+TopicName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
+]
+Url = Annotated[str, StringConstraints(max_length=2048, pattern=r"^(https?://|/)")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NotificationCreate(Strict):
+    """A publish request: user_ids or topic, not both."""
+
+    user_ids: list[UserId] | None = Field(default=None, min_length=1, max_length=1000)
+    topic: TopicName | None = None
+    type: TypeName
+    title: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    body: Annotated[str, StringConstraints(max_length=10_000)] = ""
+    icon: Url | None = None
+    action_url: Url | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_audience(self) -> NotificationCreate:
+        if (self.user_ids is None) == (self.topic is None):
+            raise ValueError("give exactly one of user_ids or topic")
+        return self
+
+
+class NotificationOut(BaseModel):
+    id: int
+    seq: int
+    type: str
+    title: str
+    body: str
+    icon: str | None
+    action_url: str | None
+    data: dict[str, Any]
+    created_at: str = Field(description="ISO 8601, UTC")
+    read_at: str | None
+
+
+class NotificationList(BaseModel):
+    notifications: list[NotificationOut]
+    next_cursor: str | None = None
+
+
+class ListQuery(Strict):
+    unread: bool = False
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,18}$")] | None = None
+
+
+class UnreadCount(BaseModel):
+    count: int
+
+
+class MarkRead(Strict):
+    """`{"ids": [...]}` or `{"id": n}`."""
+
+    ids: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, max_length=1000)
+    id: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> MarkRead:
+        if (self.ids is None) == (self.id is None):
+            raise ValueError("give exactly one of ids or id")
+        return self
+
+    def all_ids(self) -> list[int]:
+        return self.ids if self.ids is not None else [self.id or 0]
+
+
+class TypeSetting(Strict):
+    email: DigestFrequency | None = None
+    in_app: bool | None = None
+    email_if_unread_after: Annotated[int, Field(ge=0, le=10080)] | None = None
+
+
+class Preferences(BaseModel):
+    email_notifications: bool = True
+    in_app_notifications: bool = True
+    digest_frequency: DigestFrequency = "immediate"
+    type_settings: dict[TypeName, TypeSetting] = Field(default_factory=dict)
+    timezone: str = "UTC"
+    digest_hour: int = Field(default=9, ge=0, le=23)
+
+
+class PreferencesUpdate(Strict):
+    """Any subset of the preferences; what is absent stays as it was."""
+
+    email_notifications: bool | None = None
+    in_app_notifications: bool | None = None
+    digest_frequency: DigestFrequency | None = None
+    type_settings: dict[TypeName, TypeSetting] | None = None
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    digest_hour: Annotated[int, Field(ge=0, le=23)] | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class DevTokenRequest(Strict):
+    sub: Annotated[
+        str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@\-]+$")
+    ]
+    name: Annotated[str, StringConstraints(max_length=255)] | None = None
+
+
+class DevToken(BaseModel):
+    token: str
+    expires_in: int
+
+
+class DevConfig(BaseModel):
+    dev_sign_in: bool

@@ -1,0 +1,151 @@
+"""JWT issue and verify: the one place that knows about tokens, for HTTP and sockets alike."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from .config import Settings
+
+SCOPE_PUBLISH = "notifications:publish"
+SCOPE_ADMIN = "notifications:admin"
+
+
+class AuthError(Exception):
+    """A token was refused; str(error) is the reason shown to the client."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    sub: str
+    scopes: frozenset[str]
+    email: str | None = None
+    name: str | None = None
+    topics: frozenset[str] = frozenset()
+    exp: int = 0
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class TokenVerifier:
+    """Decodes with an explicit algorithm allow-list; exp always required."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._algorithms = list(settings.jwt_algorithms)
+        symmetric = self._algorithms[0].startswith("HS")
+        if symmetric:
+            assert settings.jwt_secret is not None
+            self._key: str = settings.jwt_secret.get()
+        else:
+            assert settings.jwt_public_key is not None
+            self._key = settings.jwt_public_key
+        self._signing_key: str | None = self._key if symmetric else None
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+
+    @property
+    def can_issue(self) -> bool:
+        return self._signing_key is not None
+
+    def verify(self, token: str | None) -> TokenClaims:
+        if not token:
+            raise AuthError("missing token")
+        required = ["exp", "sub"]
+        if self._audience:
+            required.append("aud")
+        if self._issuer:
+            required.append("iss")
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": required, "verify_aud": self._audience is not None},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"invalid token: missing {exc.claim}") from None
+        except jwt.InvalidAlgorithmError:
+            raise AuthError("invalid token: algorithm not allowed") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("invalid token: signature verification failed") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("invalid token: wrong audience") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("invalid token: wrong issuer") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("invalid token: not yet valid") from None
+        except jwt.PyJWTError:
+            raise AuthError("invalid token: malformed") from None
+        return _claims(payload)
+
+    def issue(
+        self,
+        sub: str,
+        *,
+        scopes: tuple[str, ...] = (),
+        ttl_seconds: int = 86400,
+        email: str | None = None,
+        name: str | None = None,
+        topics: tuple[str, ...] = (),
+    ) -> str:
+        """Sign a token with the shared secret (HS* only): for the CLI, dev sign-in and tests."""
+        if self._signing_key is None:
+            raise AuthError("this server only verifies tokens (public key configured)")
+        now = int(time.time())
+        payload: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + ttl_seconds}
+        if scopes:
+            payload["scope"] = " ".join(scopes)
+        if email:
+            payload["email"] = email
+        if name:
+            payload["name"] = name
+        if topics:
+            payload["topics"] = list(topics)
+        if self._audience:
+            payload["aud"] = self._audience
+        if self._issuer:
+            payload["iss"] = self._issuer
+        return jwt.encode(payload, self._signing_key, algorithm=self._algorithms[0])
+
+
+def _claims(payload: dict[str, Any]) -> TokenClaims:
+    sub = payload.get("sub")
+    if not isinstance(sub, str) or not sub.strip() or len(sub) > 255:
+        raise AuthError("invalid token: sub must be a non-empty string of at most 255 characters")
+    scope = payload.get("scope", payload.get("scp", ""))
+    scopes = scope.split() if isinstance(scope, str) else [s for s in scope if isinstance(s, str)]
+    topics = payload.get("topics", [])
+    email = payload.get("email")
+    name = payload.get("name")
+    return TokenClaims(
+        sub=sub,
+        scopes=frozenset(scopes),
+        email=email if isinstance(email, str) else None,
+        name=name if isinstance(name, str) else None,
+        topics=frozenset(t for t in topics if isinstance(t, str))
+        if isinstance(topics, list)
+        else frozenset(),
+        exp=int(payload["exp"]),
+    )
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

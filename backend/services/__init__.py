@@ -1,0 +1,1 @@
+"""Services: they decide; routers call them, models store for them."""

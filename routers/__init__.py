@@ -1,0 +1,1 @@
+"""Inbound adapters: aiohttp route tables and the Socket.IO namespace."""

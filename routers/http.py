@@ -1,0 +1,155 @@
+"""HTTP edge helpers: parse bodies and queries with pydantic, authenticate, answer JSON errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from backend import keys
+from backend.errors import DomainError, Forbidden, Invalid
+from backend.security import AuthError, TokenClaims, bearer_token
+
+log = logging.getLogger(__name__)
+Model = TypeVar("Model", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def error_response(
+    status: int, message: str, *, code: str | None = None, details: Any = None
+) -> web.Response:
+    body = {"error": {"code": code or ERROR_CODES.get(status, "error"), "message": message}}
+    body["error"]["details"] = details
+    return web.json_response(body, status=status)
+
+
+def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()
+    ]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as {"error": {code, message, details}}; nothing leaves as a 500 page."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        message = exc.text or exc.reason
+        if exc.status == 404:
+            message = f"no route for {request.method} {request.path}"
+        elif exc.status == 405:
+            message = f"method {request.method} not allowed on {request.path}"
+        response = error_response(exc.status, message.removeprefix(f"{exc.status}: "))
+        for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+            if header in exc.headers:
+                response.headers[header] = exc.headers[header]
+        return response
+    except AuthError as exc:
+        response = error_response(401, exc.reason)
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return response
+    except DomainError as exc:
+        return error_response(exc.status, exc.message, code=exc.code, details=exc.details)
+    except ValidationError as exc:
+        return error_response(422, "invalid request", details=_validation_details(exc))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal server error", code="internal_error")
+
+
+def authenticate(request: web.Request, scope: str | None = None) -> TokenClaims:
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        raise AuthError("missing bearer token")
+    claims = request.app[keys.VERIFIER].verify(token)
+    if scope is not None and not claims.has_scope(scope):
+        raise Forbidden(f"scope {scope} required", details={"required_scope": scope})
+    return claims
+
+
+async def parse_body(request: web.Request, model: type[Model]) -> Model:
+    """415 for a non-JSON body, 400 for malformed JSON, 422 for a body that breaks the schema."""
+    content_type = request.content_type
+    raw = await request.read()
+    if not raw:
+        payload: Any = {}
+    else:
+        if content_type not in ("application/json", "") and not content_type.endswith("+json"):
+            raise web.HTTPUnsupportedMediaType(
+                text=f"expected application/json, got {content_type}"
+            )
+        try:
+            payload = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise web.HTTPBadRequest(text=f"malformed JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise Invalid("the body must be a JSON object")
+    return model.model_validate(payload)
+
+
+def parse_query(request: web.Request, model: type[Model]) -> Model:
+    return model.model_validate(dict(request.query))
+
+
+def path_id(request: web.Request, name: str = "id") -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 18 or int(raw) < 1:
+        raise web.HTTPNotFound()
+    return int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One documented endpoint, collected for the OpenAPI document."""
+
+    method: str
+    path: str
+    summary: str
+    status: int
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    scope: str | None = None
+    auth: bool = True
+    tags: tuple[str, ...] = ()
+
+
+@dataclass
+class ApiRoutes:
+    """A RouteTableDef that also remembers what each route takes and gives."""
+
+    prefix: str = ""
+    table: web.RouteTableDef = field(default_factory=web.RouteTableDef)
+    operations: list[Operation] = field(default_factory=list)
+
+    def route(self, method: str, path: str, **spec: Any) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            full = self.prefix + path
+            summary = spec.pop("summary", None) or (handler.__doc__ or "").strip().splitlines()[0]
+            self.operations.append(Operation(method=method, path=full, summary=summary, **spec))
+            self.table.route(method, full)(handler)
+            return handler
+
+        return register

@@ -1,0 +1,120 @@
+"""REST: publish, list, count, read and delete notifications."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from backend import keys
+from backend.errors import Invalid
+from backend.schemas import (
+    ListQuery,
+    MarkRead,
+    NotificationCreate,
+    NotificationList,
+    NotificationOut,
+    UnreadCount,
+)
+from backend.security import SCOPE_PUBLISH
+
+from .http import ApiRoutes, authenticate, parse_body, parse_query, path_id
+
+api = ApiRoutes(prefix="/api/v1")
+TAGS = ("notifications",)
+
+
+@api.route(
+    "POST",
+    "/notifications",
+    body=NotificationCreate,
+    response=NotificationList,
+    status=201,
+    scope=SCOPE_PUBLISH,
+    tags=TAGS,
+)
+async def create_notifications(request: web.Request) -> web.Response:
+    """Publish a notification to users or a topic; one stored per recipient."""
+    claims = authenticate(request, SCOPE_PUBLISH)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise Invalid("Idempotency-Key must be 1 to 255 characters")
+    body = await parse_body(request, NotificationCreate)
+    created = await request.app[keys.NOTIFICATIONS].create(
+        publisher=claims.sub, request=body, idempotency_key=key
+    )
+    response = web.json_response({"notifications": created.notifications}, status=201)
+    if created.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@api.route(
+    "GET", "/notifications", query=ListQuery, response=NotificationList, status=200, tags=TAGS
+)
+async def list_notifications(request: web.Request) -> web.Response:
+    """The caller's notifications, newest first, by cursor."""
+    claims = authenticate(request)
+    query = parse_query(request, ListQuery)
+    items, next_cursor = await request.app[keys.NOTIFICATIONS].list(
+        user_id=claims.sub,
+        unread_only=query.unread,
+        limit=query.limit,
+        cursor=int(query.cursor) if query.cursor else None,
+    )
+    return web.json_response({"notifications": items, "next_cursor": next_cursor})
+
+
+@api.route("GET", "/notifications/unread-count", response=UnreadCount, status=200, tags=TAGS)
+async def unread_count(request: web.Request) -> web.Response:
+    """The caller's exact unread count."""
+    claims = authenticate(request)
+    count = await request.app[keys.NOTIFICATIONS].unread_count(user_id=claims.sub)
+    return web.json_response({"count": count})
+
+
+@api.route("POST", "/notifications/read", body=MarkRead, status=204, tags=TAGS)
+async def mark_read(request: web.Request) -> web.Response:
+    """Mark some of the caller's notifications read: {"ids": [...]} or {"id": n}."""
+    claims = authenticate(request)
+    body = await parse_body(request, MarkRead)
+    await request.app[keys.NOTIFICATIONS].mark_read(
+        user_id=claims.sub, ids=body.all_ids(), require_found=body.id is not None
+    )
+    return web.Response(status=204)
+
+
+@api.route("POST", "/notifications/read-all", status=204, tags=TAGS)
+async def mark_all_read(request: web.Request) -> web.Response:
+    """Mark every notification of the caller read."""
+    claims = authenticate(request)
+    await request.app[keys.NOTIFICATIONS].mark_all_read(user_id=claims.sub)
+    return web.Response(status=204)
+
+
+@api.route("GET", "/notifications/{id:[0-9]+}", response=NotificationOut, status=200, tags=TAGS)
+async def get_notification(request: web.Request) -> web.Response:
+    """One of the caller's notifications; 404 if it is not theirs."""
+    claims = authenticate(request)
+    item = await request.app[keys.NOTIFICATIONS].get(
+        user_id=claims.sub, notification_id=path_id(request)
+    )
+    return web.json_response(item)
+
+
+@api.route("POST", "/notifications/{id:[0-9]+}/read", status=204, tags=TAGS)
+async def mark_one_read(request: web.Request) -> web.Response:
+    """Mark one of the caller's notifications read."""
+    claims = authenticate(request)
+    await request.app[keys.NOTIFICATIONS].mark_read(
+        user_id=claims.sub, ids=[path_id(request)], require_found=True
+    )
+    return web.Response(status=204)
+
+
+@api.route("DELETE", "/notifications/{id:[0-9]+}", status=204, tags=TAGS)
+async def delete_notification(request: web.Request) -> web.Response:
+    """Soft-delete one of the caller's notifications."""
+    claims = authenticate(request)
+    await request.app[keys.NOTIFICATIONS].delete(
+        user_id=claims.sub, notification_id=path_id(request)
+    )
+    return web.Response(status=204)
