@@ -18,6 +18,7 @@ def _configure_logging(settings: Settings) -> None:
     )
     if settings.log_level != "DEBUG":
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def serve(settings: Settings) -> int:

@@ -105,7 +105,8 @@ async def parse_body(request: web.Request, model: type[Model]) -> Model:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise web.HTTPBadRequest(text=f"malformed JSON: {exc}") from None
     if not isinstance(payload, dict):
-        raise Invalid("the body must be a JSON object")
+        details = [{"loc": [], "msg": "expected a JSON object", "type": "model_type"}]
+        raise Invalid("the body must be a JSON object", details=details)
     return model.model_validate(payload)
 
 
