@@ -1,0 +1,172 @@
+// The Socket.IO connection: state for people (connected / reconnecting / offline), events for code.
+
+import { io } from "../vendor/socket.io.esm.min.js";
+
+const PATH = new URL("socket.io/", document.baseURI).pathname;
+/** The server closes sessions silent for 5 minutes; hidden tabs may run timers once a minute. */
+const HEARTBEAT_MS = 30_000;
+const ACK_TIMEOUT_MS = 10_000;
+const SERVER_EVENTS = [
+  "notification",
+  "unread_count",
+  "notifications_read",
+  "notification_deleted",
+  "recovery",
+];
+const AUTH_FAILURES = /^(missing token|token expired|invalid token)/;
+
+/**
+ * Events: "state" (this.state, this.detail, this.attempt), "unauthorized" (detail: reason),
+ * "connect", and one CustomEvent per server event with the payload as `detail`.
+ */
+export class Realtime extends EventTarget {
+  state = "idle";
+  detail = "";
+  attempt = 0;
+  socket = null;
+  #heartbeat = null;
+  #retry = null;
+  #closedReason = "";
+
+  constructor({ getToken, getLastSeq }) {
+    super();
+    this.getToken = getToken;
+    this.getLastSeq = getLastSeq;
+    window.addEventListener("offline", () => {
+      if (this.socket) this.#setState("offline", "This device is offline.");
+    });
+    window.addEventListener("online", () => {
+      if (!this.socket) return;
+      if (this.socket.connected) this.#setState("connected");
+      else this.#setState("reconnecting", "Back online; reconnecting.");
+    });
+  }
+
+  start() {
+    this.stop();
+    this.#closedReason = "";
+    const socket = io({
+      path: PATH,
+      // A function, so every reconnect sends the newest last_seq (and token).
+      auth: (cb) => cb({ token: this.getToken(), last_seq: this.getLastSeq() }),
+      reconnectionDelay: 1000,
+      reconnectionDelayMax: 15_000,
+      randomizationFactor: 0.5,
+      timeout: 10_000,
+    });
+    this.socket = socket;
+    this.attempt = 0;
+    this.#setState(navigator.onLine ? "connecting" : "offline");
+
+    socket.on("connect", () => {
+      this.attempt = 0;
+      this.#closedReason = "";
+      this.#setState("connected");
+      this.#startHeartbeat();
+      this.dispatchEvent(new Event("connect"));
+    });
+    socket.on("disconnect", (reason) => {
+      this.#stopHeartbeat();
+      if (reason === "io client disconnect") return;
+      if (reason === "io server disconnect") {
+        // The client does not come back by itself after this. A session replaced by newer ones
+        // stays down (it would only push another one out); anything else retries shortly.
+        if (this.#closedReason) {
+          this.#setState("disconnected", this.#closedReason);
+          return;
+        }
+        this.#scheduleConnect(2 + Math.random() * 3);
+        return;
+      }
+      this.#setState(navigator.onLine ? "reconnecting" : "offline", reason);
+    });
+    socket.on("connect_error", (error) => {
+      if (socket.active) {
+        // A transport failure: the manager retries with its backoff.
+        this.#setState(navigator.onLine ? "reconnecting" : "offline", error.message);
+        return;
+      }
+      // Refused by the server: it will not retry by itself.
+      const reason = error.message || "connection refused";
+      if (AUTH_FAILURES.test(reason)) {
+        this.stop();
+        this.dispatchEvent(new CustomEvent("unauthorized", { detail: reason }));
+        return;
+      }
+      const retryAfter = Number(error.data?.retry_after);
+      if (retryAfter > 0) {
+        this.#scheduleConnect(retryAfter + Math.random());
+        this.#setState("reconnecting", reason);
+        return;
+      }
+      this.#setState("disconnected", reason);
+    });
+    socket.on("session_closed", (data) => {
+      this.#closedReason = data?.reason || "closed by the server";
+    });
+    socket.io.on("reconnect_attempt", (attempt) => {
+      this.attempt = attempt;
+      this.#setState(navigator.onLine ? "reconnecting" : "offline", this.detail);
+    });
+    for (const name of SERVER_EVENTS) {
+      socket.on(name, (data) => this.dispatchEvent(new CustomEvent(name, { detail: data })));
+    }
+  }
+
+  stop() {
+    this.#stopHeartbeat();
+    clearTimeout(this.#retry);
+    if (this.socket) {
+      this.socket.removeAllListeners();
+      this.socket.io.removeAllListeners();
+      this.socket.disconnect();
+      this.socket = null;
+    }
+    this.attempt = 0;
+    this.#setState("idle");
+  }
+
+  /** Connect again now (the "Reconnect" button). */
+  reconnect() {
+    if (!this.socket) return this.start();
+    clearTimeout(this.#retry);
+    this.#closedReason = "";
+    this.#setState("connecting");
+    this.socket.connect();
+  }
+
+  /** Ask for everything after `afterSeq` (after the server coalesced a burst). */
+  async sync(afterSeq) {
+    if (!this.socket?.connected) return null;
+    return this.socket.timeout(ACK_TIMEOUT_MS).emitWithAck("sync", { after_seq: afterSeq });
+  }
+
+  #scheduleConnect(seconds) {
+    clearTimeout(this.#retry);
+    this.#setState("reconnecting", `retrying in ${Math.round(seconds)} s`);
+    this.#retry = setTimeout(() => this.socket?.connect(), seconds * 1000);
+  }
+
+  #startHeartbeat() {
+    this.#stopHeartbeat();
+    this.#heartbeat = setInterval(() => {
+      if (!this.socket?.connected) return;
+      this.socket
+        .timeout(ACK_TIMEOUT_MS)
+        .emitWithAck("heartbeat")
+        .catch(() => {}); // a lost ack is the transport's business; its own ping notices
+    }, HEARTBEAT_MS);
+  }
+
+  #stopHeartbeat() {
+    clearInterval(this.#heartbeat);
+    this.#heartbeat = null;
+  }
+
+  #setState(state, detail = "") {
+    if (state === this.state && detail === this.detail && state !== "reconnecting") return;
+    this.state = state;
+    this.detail = detail;
+    this.dispatchEvent(new Event("state"));
+  }
+}
