@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from . import keys, migrate
 from .config import Settings
 from .db import create_engine, create_sessionmaker
+from .email.worker import EmailWorker
 from .realtime.connections import ConnectionManager
+from .realtime.delivery import DeliveryControl
+from .realtime.limits import SessionLimiter, TokenBucket
+from .realtime.maintenance import cleanup_loop, stats_loop
 from .realtime.notifier import Notifier
+from .realtime.recovery import Recovery
 from .realtime.server import create_socket_server
 from .security import TokenVerifier
 from .services.notifications import NotificationService
@@ -29,8 +36,22 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     sessionmaker = create_sessionmaker(engine)
     app[keys.ENGINE] = engine
     app[keys.SESSIONMAKER] = sessionmaker
-    app[keys.NOTIFICATIONS] = NotificationService(
-        sessionmaker=sessionmaker, notifier=app[keys.NOTIFIER]
+    service = NotificationService(sessionmaker=sessionmaker, notifier=app[keys.NOTIFIER])
+    app[keys.NOTIFICATIONS] = service
+
+    async def fetch(user_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        return await service.after_seq(user_id=user_id, after_seq=after_seq, limit=limit)
+
+    async def count_after(user_id: str, after_seq: int) -> tuple[int, int]:
+        return await service.count_after(user_id=user_id, after_seq=after_seq)
+
+    app[keys.RECOVERY] = Recovery(
+        control=app[keys.DELIVERY],
+        notifier=app[keys.NOTIFIER],
+        fetch=fetch,
+        count_after=count_after,
+        page_size=settings.recovery_page_size,
+        max_notifications=settings.recovery_max_notifications,
     )
     yield
     await engine.dispose()
@@ -58,6 +79,43 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
+async def background_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Stale-session cleanup and the stats line; cancelled, then awaited, on the way out."""
+    settings = app[keys.SETTINGS]
+    tasks = [
+        asyncio.create_task(
+            cleanup_loop(
+                app[keys.SIO],
+                app[keys.CONNECTIONS],
+                interval_seconds=settings.cleanup_interval_seconds,
+                timeout_seconds=settings.stale_timeout_seconds,
+            ),
+            name="stale-cleanup",
+        ),
+        asyncio.create_task(
+            stats_loop(app[keys.CONNECTIONS], interval_seconds=settings.stats_interval_seconds),
+            name="stats-log",
+        ),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def email_worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The email queue worker and digest scheduler, when EMAIL_WORKER_ENABLED (the default)."""
+    settings = app[keys.SETTINGS]
+    if not settings.email_worker_enabled:
+        yield
+        return
+    worker = EmailWorker(sessionmaker=app[keys.SESSIONMAKER], settings=settings)
+    task = asyncio.create_task(worker.run(), name="email-worker")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def shutdown_sockets(app: web.Application) -> None:
     """Disconnect clients cleanly before the web server goes away."""
     await app[keys.SIO].shutdown()
@@ -71,7 +129,17 @@ async def index(_request: web.Request) -> web.StreamResponse:
 
 
 def create_app(settings: Settings) -> web.Application:
-    from routers import dev, health, notifications, openapi, preferences
+    from routers import (
+        admin_email,
+        dev,
+        health,
+        notifications,
+        openapi,
+        preferences,
+        topics,
+        unsubscribe,
+        websocket_admin,
+    )
     from routers.http import error_middleware
     from routers.socket_events import NotificationNamespace
 
@@ -82,18 +150,47 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.SETTINGS] = settings
     app[keys.VERIFIER] = TokenVerifier(settings)
     app[keys.READY_PROBES] = {}
-    sio = create_socket_server(settings)
+    control = DeliveryControl(
+        rate=settings.outbound_rate_per_second, burst=settings.outbound_rate_per_second
+    )
+    app[keys.DELIVERY] = control
+    app[keys.INBOUND_LIMITER] = SessionLimiter(
+        settings.event_rate_per_second, settings.event_burst, max_strikes=settings.event_burst
+    )
+    app[keys.CONNECT_BUCKET] = TokenBucket(
+        settings.connects_per_second, settings.connects_per_second
+    )
+    sio = create_socket_server(settings, control)
     app[keys.SIO] = sio
     app[keys.CONNECTIONS] = ConnectionManager()
     app[keys.NOTIFIER] = Notifier(sio)
     sio.register_namespace(NotificationNamespace(app))
+    if settings.admin_ui_username and settings.admin_ui_password:
+        # The official Socket.IO Admin UI (https://admin.socket.io), never without credentials.
+        sio.instrument(
+            auth={
+                "username": settings.admin_ui_username,
+                "password": settings.admin_ui_password.get(),
+            },
+            read_only=True,
+        )
     sio.attach(app, socketio_path="socket.io")
 
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(background_ctx)
+    app.cleanup_ctx.append(email_worker_ctx)
     app.on_shutdown.append(shutdown_sockets)
 
-    route_sets = [notifications.api, preferences.api, health.api, dev.api]
+    route_sets = [
+        notifications.api,
+        preferences.api,
+        topics.api,
+        websocket_admin.api,
+        health.api,
+        dev.api,
+    ]
+    route_sets += [admin_email.api, unsubscribe.api]
     for routes in route_sets:
         app.router.add_routes(routes.table)
     document = openapi.build_openapi(
@@ -106,5 +203,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/v1/openapi.json", openapi_json)
     app.router.add_get("/", index)
     if STATIC_DIR.is_dir():
-        app.router.add_static("/", STATIC_DIR)
+        # The page's assets: under /static/, and each folder of static/ at the root too, so
+        # index.html may use relative paths (js/app.js) or absolute ones (/static/js/app.js).
+        app.router.add_static("/static", STATIC_DIR)
+        for folder in sorted(p for p in STATIC_DIR.iterdir() if p.is_dir()):
+            app.router.add_static(f"/{folder.name}", folder)
     return app

@@ -69,6 +69,8 @@ class Settings:
     outbound_rate_per_second: float = 10.0
     max_payload_bytes: int = 64 * 1024
     connects_per_second: int = 500
+    ping_interval_seconds: float = 25.0
+    ping_timeout_seconds: float = 20.0
     stale_timeout_seconds: float = 300.0
     cleanup_interval_seconds: float = 60.0
     stats_interval_seconds: float = 300.0
@@ -93,6 +95,8 @@ class Settings:
     email_backoff_seconds: float = 30.0
     email_lease_seconds: float = 300.0
     app_url: str = "http://127.0.0.1:8080"
+    # signs one-click unsubscribe links; the JWT secret when unset
+    unsubscribe_secret: Secret | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -159,6 +163,8 @@ _FLOAT_SETTINGS = {
     "EVENT_RATE_PER_SECOND": "event_rate_per_second",
     "OUTBOUND_RATE_PER_SECOND": "outbound_rate_per_second",
     "STALE_TIMEOUT_SECONDS": "stale_timeout_seconds",
+    "PING_INTERVAL_SECONDS": "ping_interval_seconds",
+    "PING_TIMEOUT_SECONDS": "ping_timeout_seconds",
     "CLEANUP_INTERVAL_SECONDS": "cleanup_interval_seconds",
     "STATS_INTERVAL_SECONDS": "stats_interval_seconds",
     "SMTP_TIMEOUT_SECONDS": "smtp_timeout_seconds",
@@ -228,6 +234,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for var, attr in (
         ("SMTP_PASSWORD", "smtp_password"),
         ("ADMIN_UI_PASSWORD", "admin_ui_password"),
+        ("UNSUBSCRIBE_SECRET", "unsubscribe_secret"),
     ):
         if env.get(var):
             values[attr] = Secret(env[var])

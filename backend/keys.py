@@ -10,7 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import Settings
 from .realtime.connections import ConnectionManager
+from .realtime.delivery import DeliveryControl
+from .realtime.limits import SessionLimiter, TokenBucket
 from .realtime.notifier import Notifier
+from .realtime.recovery import Recovery
 from .security import TokenVerifier
 from .services.notifications import NotificationService
 
@@ -21,6 +24,10 @@ VERIFIER = web.AppKey("verifier", TokenVerifier)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 CONNECTIONS = web.AppKey("connections", ConnectionManager)
 NOTIFIER = web.AppKey("notifier", Notifier)
+DELIVERY = web.AppKey("delivery", DeliveryControl)
+RECOVERY = web.AppKey("recovery", Recovery)
+INBOUND_LIMITER = web.AppKey("inbound_limiter", SessionLimiter)
+CONNECT_BUCKET = web.AppKey("connect_bucket", TokenBucket)
 NOTIFICATIONS = web.AppKey("notifications", NotificationService)
 # name -> probe returning "ok" or the reason it is not; /health/ready runs them all.
 READY_PROBES = web.AppKey("ready_probes", dict[str, Callable[[], Awaitable[str]]])

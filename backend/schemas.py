@@ -134,3 +134,25 @@ class DevToken(BaseModel):
 
 class DevConfig(BaseModel):
     dev_sign_in: bool
+
+
+# -- Socket.IO event payloads ------------------------------------------------------------------
+
+RoomName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class RoomPayload(Strict):
+    room: RoomName
+
+
+class MarkReadPayload(Strict):
+    ids: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=1000)
+
+
+class SyncPayload(Strict):
+    after_seq: int = Field(ge=0)
+
+
+class MessagePayload(Strict):
+    room: RoomName | None = None
+    data: Any = None

@@ -52,7 +52,11 @@ def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as {"error": {code, message, details}}; nothing leaves as a 500 page."""
     try:
-        return await handler(request)
+        response = await handler(request)
+        if response.status >= 400 and response.content_type != "application/json":
+            # Some handlers (static files) answer errors instead of raising them.
+            return error_response(response.status, response.reason or "error")
+        return response
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise

@@ -2,49 +2,226 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import socketio
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from backend import keys
+from backend.errors import DomainError, Invalid
 from backend.realtime.notifier import user_room
-from backend.security import AuthError, bearer_token
+from backend.schemas import MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
+from backend.security import AuthError, TokenClaims, bearer_token
+from backend.services.topics import authorize_room
 from backend.services.users import upsert_user
 
 log = logging.getLogger(__name__)
+KNOWN_USERS_MAX = 100_000
+
+
+def error(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def refuse(reason: str, **data: Any) -> socketio.exceptions.ConnectionRefusedError:
+    if data:
+        return socketio.exceptions.ConnectionRefusedError(reason, data)
+    return socketio.exceptions.ConnectionRefusedError(reason)
 
 
 class NotificationNamespace(socketio.AsyncNamespace):
-    """Namespace `/`: every session lives in room user:<sub>."""
+    """Namespace `/`: every session lives in room user:<sub>; every event gets an ack."""
 
     def __init__(self, app: web.Application, namespace: str = "/") -> None:
         super().__init__(namespace)
         self.app = app
+        # Users already upserted with these claims: a reconnect storm costs no writes.
+        self._known_users: set[tuple[str, str | None, str | None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        token = auth.get("token") if isinstance(auth, dict) else None
+        app = self.app
+        settings = app[keys.SETTINGS]
+        connect_bucket = app[keys.CONNECT_BUCKET]
+        if not connect_bucket.take():
+            retry = round(max(connect_bucket.wait_time(), 0.1), 2)
+            raise refuse(f"server busy, retry in {retry} s", retry_after=retry)
+        auth = auth if isinstance(auth, dict) else {}
+        token = auth.get("token")
         if not isinstance(token, str) or not token:
             token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
         try:
-            claims = self.app[keys.VERIFIER].verify(token)
+            claims = app[keys.VERIFIER].verify(token)
         except AuthError as exc:
-            raise socketio.exceptions.ConnectionRefusedError(exc.reason) from None
-        async with self.app[keys.SESSIONMAKER].begin() as session:
-            await upsert_user(session, user_id=claims.sub, email=claims.email, name=claims.name)
-        await self.save_session(sid, {"user_id": claims.sub, "claims": claims})
+            raise refuse(exc.reason) from None
+        last_seq = auth.get("last_seq")
+        if last_seq is not None and (
+            not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0
+        ):
+            raise refuse("invalid last_seq: expected a non-negative integer")
+        await self._remember_user(claims)
+
+        connections = app[keys.CONNECTIONS]
+        sessions = connections.user_sessions(claims.sub)
+        if len(sessions) >= settings.max_connections_per_user:
+            oldest = min(sessions, key=lambda c: c.connected_at)
+            self.server.start_background_task(self._drop, oldest.sid)
+
+        recovery = app[keys.RECOVERY]
+        if last_seq is not None:
+            recovery.hold(sid)  # before joining the room: nothing live slips in unseen
+        await self.save_session(sid, {"claims": claims})
         await self.enter_room(sid, user_room(claims.sub))
         request = environ.get("aiohttp.request")
-        self.app[keys.CONNECTIONS].connect(
+        connections.connect(
             sid,
             claims.sub,
             transport=self.server.transport(sid),
             remote_address=getattr(request, "remote", None),
             user_agent=environ.get("HTTP_USER_AGENT"),
         )
+        if last_seq is not None:
+            # Runs after this handler returns, so the CONNECT packet is queued first.
+            self.server.start_background_task(self._recover_on_connect, sid, claims.sub, last_seq)
 
     async def on_disconnect(self, sid: str, reason: str | None = None) -> None:
-        connection = self.app[keys.CONNECTIONS].disconnect(sid)
-        if connection is not None:
-            log.debug("disconnected %s (%s): %s", sid, connection.user_id, reason)
+        self.app[keys.CONNECTIONS].disconnect(sid)
+        self.app[keys.DELIVERY].forget(sid)
+        self.app[keys.INBOUND_LIMITER].forget(sid)
+        log.debug("disconnected %s: %s", sid, reason)
+
+    async def _remember_user(self, claims: TokenClaims) -> None:
+        key = (claims.sub, claims.email, claims.name)
+        if key in self._known_users:
+            return
+        async with self.app[keys.SESSIONMAKER].begin() as session:
+            await upsert_user(session, user_id=claims.sub, email=claims.email, name=claims.name)
+        if len(self._known_users) >= KNOWN_USERS_MAX:
+            self._known_users.clear()
+        self._known_users.add(key)
+
+    async def _drop(self, sid: str) -> None:
+        """The oldest session of a user over the limit: tell it why, then close it."""
+        reason = "too many connections for this user; the oldest session was closed"
+        await self.emit("session_closed", {"reason": reason}, to=sid)
+        await self.server.disconnect(sid)
+
+    async def _recover_on_connect(self, sid: str, user_id: str, last_seq: int) -> None:
+        try:
+            result = await self.app[keys.RECOVERY].recover(sid, user_id, last_seq)
+        except Exception:
+            log.exception("recovery failed for %s", sid)
+            await self.emit(
+                "recovery", {"recovered": False, "count": 0, "last_seq": last_seq}, to=sid
+            )
+            return
+        await self.app[keys.NOTIFIER].emit_to_local_session(sid, "recovery", result.as_dict())
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if event in ("connect", "disconnect"):
+            return await super().trigger_event(event, *args)
+        sid = args[0]
+        data = args[1] if len(args) > 1 else None
+        return await self._dispatch(event, sid, data)
+
+    async def _dispatch(self, event: str, sid: str, data: Any) -> dict[str, Any]:
+        app = self.app
+        connections = app[keys.CONNECTIONS]
+        connections.record_event_in(sid)
+        connections.heartbeat(sid)
+        connections.set_transport(sid, self.server.transport(sid))
+        limiter = app[keys.INBOUND_LIMITER]
+        if not limiter.admit(sid):
+            if limiter.abusive(sid):
+                log.warning("disconnecting %s: sustained event flood", sid)
+                self.server.start_background_task(self.server.disconnect, sid)
+            return error("rate_limited", "too many events; slow down")
+        handler = getattr(self, f"handle_{event}", None)
+        if handler is None:
+            return error("unknown_event", f"unknown event {event!r}")
+        limit = app[keys.SETTINGS].max_payload_bytes
+        try:
+            size = len(json.dumps(data, separators=(",", ":")))
+        except (TypeError, ValueError):
+            return error("invalid_payload", "the payload is not JSON")
+        if size > limit:
+            return error("payload_too_large", f"payload is {size} bytes; the limit is {limit}")
+        try:
+            session = await self.get_session(sid)
+            return await handler(sid, session["claims"], data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "payload"
+            return error("invalid_payload", f"{where}: {first['msg']}")
+        except DomainError as exc:
+            return error(exc.code, exc.message)
+        except Exception:
+            log.exception("event %s from %s failed", event, sid)
+            return error("internal_error", "the server could not handle this event")
+
+    @staticmethod
+    def _parse(model: type[BaseModel], data: Any) -> Any:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise Invalid("the payload must be a JSON object")
+        return model.model_validate(data)
+
+    async def handle_heartbeat(self, sid: str, claims: TokenClaims, data: Any) -> dict[str, Any]:
+        del sid, claims, data
+        return {"ok": True, "server_time": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+
+    async def handle_join(self, sid: str, claims: TokenClaims, data: Any) -> dict[str, Any]:
+        payload: RoomPayload = self._parse(RoomPayload, data)
+        room = authorize_room(claims, payload.room, self.app[keys.SETTINGS].public_topics)
+        await self.enter_room(sid, room)
+        self.app[keys.CONNECTIONS].join(sid, room)
+        return {"ok": True, "room": room}
+
+    async def handle_leave(self, sid: str, claims: TokenClaims, data: Any) -> dict[str, Any]:
+        payload: RoomPayload = self._parse(RoomPayload, data)
+        if payload.room == user_room(claims.sub):
+            raise Invalid("a session always stays in its own user room")
+        await self.leave_room(sid, payload.room)
+        self.app[keys.CONNECTIONS].leave(sid, payload.room)
+        return {"ok": True, "room": payload.room}
+
+    async def handle_mark_read(self, sid: str, claims: TokenClaims, data: Any) -> dict[str, Any]:
+        del sid
+        payload: MarkReadPayload = self._parse(MarkReadPayload, data)
+        changed = await self.app[keys.NOTIFICATIONS].mark_read(user_id=claims.sub, ids=payload.ids)
+        return {"ok": True, "ids": changed}
+
+    async def handle_mark_all_read(
+        self, sid: str, claims: TokenClaims, data: Any
+    ) -> dict[str, Any]:
+        del sid, data
+        changed = await self.app[keys.NOTIFICATIONS].mark_all_read(user_id=claims.sub)
+        return {"ok": True, "count": len(changed)}
+
+    async def handle_sync(self, sid: str, claims: TokenClaims, data: Any) -> dict[str, Any]:
+        payload: SyncPayload = self._parse(SyncPayload, data)
+        recovery = self.app[keys.RECOVERY]
+        if self.app[keys.DELIVERY].holding.get(sid) is not None:
+            raise DomainError("a sync is already running for this session")
+        recovery.hold(sid)
+        result = await recovery.recover(sid, claims.sub, payload.after_seq)
+        return {"ok": True, **result.as_dict()}
+
+    async def handle_message(self, sid: str, claims: TokenClaims, data: Any) -> dict[str, Any]:
+        """Ephemeral: relayed to a room the session is in (typing, presence), never stored."""
+        payload: MessagePayload = self._parse(MessagePayload, data)
+        if payload.room is None:
+            return {"ok": True, "echo": payload.data}
+        if payload.room not in self.rooms(sid):
+            raise Invalid(f"join {payload.room!r} before sending to it")
+        message = {"room": payload.room, "from": claims.sub, "data": payload.data}
+        await self.emit("message", message, room=payload.room, skip_sid=sid)
+        return {"ok": True}

@@ -70,6 +70,9 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         email_outbox_dir=str(tmp_path / "outbox"),
         cleanup_interval_seconds=3600,
         stats_interval_seconds=3600,
+        # Short pings: a long-polling client's disconnect waits for its pending poll.
+        ping_interval_seconds=2,
+        ping_timeout_seconds=2,
     )
     return base.with_overrides(**overrides)
 

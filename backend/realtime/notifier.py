@@ -28,3 +28,11 @@ class Notifier:
 
     async def emit_to_session(self, sid: str, event: str, data: Any) -> None:
         await self._sio.emit(event, data, to=sid)
+
+    async def emit_to_local_session(self, sid: str, event: str, data: Any) -> None:
+        """Straight to a session of this process, in order, bypassing the message queue."""
+        await self._sio.manager.emit(event, data, namespace="/", room=sid, ignore_queue=True)
+
+    async def broadcast_to_room(self, room: str, event: str, data: Any) -> None:
+        """An ephemeral event to a room: not stored, not recovered."""
+        await self._sio.emit(event, data, room=room)

@@ -5,24 +5,32 @@ from __future__ import annotations
 import socketio
 
 from ..config import Settings
+from .delivery import DeliveryControl, LocalManager, RedisManager
 
 
-def create_socket_server(settings: Settings) -> socketio.AsyncServer:
-    """AsyncRedisManager when REDIS_URL is set, so every process reaches every client."""
-    manager: socketio.AsyncManager | None = None
+def create_socket_server(settings: Settings, control: DeliveryControl) -> socketio.AsyncServer:
+    """Redis pub/sub between processes when REDIS_URL is set, so every process reaches every
+    client; delivery control on every process either way."""
+    manager: LocalManager | RedisManager
     if settings.redis_url:
-        manager = socketio.AsyncRedisManager(settings.redis_url)
+        manager = RedisManager(settings.redis_url)
+    else:
+        manager = LocalManager()
+    manager.delivery = control
     # None = same origin only; an empty list would switch the origin check off altogether.
     origins: str | list[str] | None = list(settings.cors_allowed_origins) or None
     if "*" in settings.cors_allowed_origins:
         origins = "*"
+    elif settings.admin_ui_username:
+        origins = [*(origins or []), "https://admin.socket.io"]
     return socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=origins,
-        max_http_buffer_size=settings.max_payload_bytes,
-        ping_interval=25,
-        ping_timeout=20,
+        # Events over max_payload_bytes get an error ack; far larger frames drop the connection.
+        max_http_buffer_size=settings.max_payload_bytes * 4,
+        ping_interval=settings.ping_interval_seconds,
+        ping_timeout=settings.ping_timeout_seconds,
         logger=False,
         engineio_logger=False,
     )

@@ -17,6 +17,7 @@ from ..errors import Conflict, NotFound
 from ..models import IdempotencyKey, Notification, TopicSubscription, User, utcnow
 from ..realtime.notifier import Notifier
 from ..schemas import NotificationCreate, Preferences
+from . import emails
 from . import preferences as preference_service
 from .users import ensure_users
 
@@ -166,6 +167,7 @@ class NotificationService:
         prefs: dict[str, Preferences],
     ) -> None:
         """Hook inside the creating transaction (emails are queued here)."""
+        await emails.queue_immediate(session, rows, prefs)
 
     async def _allocate_seqs(self, session: AsyncSession, user_ids: list[str]) -> dict[str, int]:
         """Take each user's row lock (in id order, so batches never deadlock) and bump last_seq.
@@ -304,6 +306,15 @@ class NotificationService:
                 .limit(limit)
             )
             return [notification_json(row) for row in rows]
+
+    async def count_after(self, *, user_id: str, after_seq: int) -> tuple[int, int]:
+        """How many visible notifications follow a seq, and the user's latest seq."""
+        async with self._sessionmaker() as session:
+            count = await session.scalar(
+                select(func.count()).where(visible(user_id), Notification.seq > after_seq)
+            )
+            last_seq = await session.scalar(select(User.last_seq).where(User.id == user_id))
+        return int(count or 0), int(last_seq or 0)
 
     # -- changing --------------------------------------------------------------------------
 

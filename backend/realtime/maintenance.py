@@ -1,0 +1,49 @@
+"""Background upkeep: disconnect stale sessions, log a stats line; both on intervals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import socketio
+
+from .connections import ConnectionManager
+
+log = logging.getLogger(__name__)
+
+
+async def cleanup_stale(
+    sio: socketio.AsyncServer, connections: ConnectionManager, timeout_seconds: float
+) -> list[str]:
+    """Really disconnect every session silent for longer than the timeout; return their sids."""
+    stale = [connection.sid for connection in connections.stale_sessions(timeout_seconds)]
+    for sid in stale:
+        await sio.disconnect(sid)
+        connections.disconnect(sid)  # also when the transport was already gone
+    if stale:
+        log.info("cleaned %d stale sessions", len(stale))
+    return stale
+
+
+async def cleanup_loop(
+    sio: socketio.AsyncServer,
+    connections: ConnectionManager,
+    *,
+    interval_seconds: float,
+    timeout_seconds: float,
+) -> None:
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            await cleanup_stale(sio, connections, timeout_seconds)
+        except Exception:
+            log.exception("stale-session cleanup failed; trying again next interval")
+
+
+async def stats_loop(connections: ConnectionManager, *, interval_seconds: float) -> None:
+    while True:
+        await asyncio.sleep(interval_seconds)
+        stats = connections.stats()
+        stats.pop("rooms")
+        log.info("stats %s", json.dumps(stats, sort_keys=True))
