@@ -147,6 +147,8 @@ class EmailLog(Base):
     sent_at: Mapped[datetime | None]
     failed_reason: Mapped[str | None] = mapped_column(Text)
     digest_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    # What the worker renders from: digest items, email-if-unread, the unsubscribe scope.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

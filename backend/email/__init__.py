@@ -1,0 +1,1 @@
+"""Email: rendering, transports (SMTP or an outbox folder), the queue worker and digests."""

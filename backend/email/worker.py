@@ -1,0 +1,144 @@
+"""The email worker: claims due rows, sends them, settles each: sent, retried, failed, skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ..config import Settings
+from ..models import EmailLog, utcnow
+from ..services.digests import queue_digests
+from . import queue, tokens
+from .compose import Composed, compose
+from .policy import DIGEST_PERIODS
+from .transport import DeliveryError, Transport, make_transport
+
+log = logging.getLogger(__name__)
+DIGEST_CHECK_SECONDS = 60.0
+
+
+class EmailWorker:
+    """One per process; several (or several processes) may share one database safely."""
+
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        transport: Transport | None = None,
+        batch_size: int = 10,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self.transport = transport or make_transport(settings)
+        self._batch_size = batch_size
+        self._rng = rng or random.Random()
+        self._key = tokens.signing_key(settings)
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Exponential from EMAIL_BACKOFF_SECONDS, with jitter in [50%, 100%] of the step."""
+        step = self._settings.email_backoff_seconds * 2 ** max(attempts - 1, 0)
+        return timedelta(seconds=step * (0.5 + self._rng.random() / 2))
+
+    async def run_once(self, *, now: datetime | None = None) -> int:
+        """Claim and settle one batch; returns how many rows it handled."""
+        at = now or utcnow()
+        async with self._sessionmaker.begin() as session:
+            rows = await queue.claim(
+                session,
+                now=at,
+                lease_seconds=self._settings.email_lease_seconds,
+                limit=self._batch_size,
+            )
+        await asyncio.gather(*(self._deliver(row, now) for row in rows))
+        return len(rows)
+
+    async def drain(self, *, now: datetime | None = None) -> int:
+        """Run batches until nothing is due (tests and the CLI)."""
+        total = 0
+        while handled := await self.run_once(now=now):
+            total += handled
+        return total
+
+    async def run_digests(self, *, now: datetime | None = None) -> int:
+        queued = 0
+        for period in DIGEST_PERIODS:
+            plans = await queue_digests(self._sessionmaker, period=period, now=now or utcnow())
+            queued += sum(1 for plan in plans if plan.queued)
+        return queued
+
+    async def _deliver(self, row: EmailLog, fixed_now: datetime | None) -> None:
+        settings = self._settings
+        now = fixed_now or utcnow()
+        if row.attempts > settings.email_max_attempts:
+            # Only reachable when the last attempt's worker died mid-send and its lease ran out.
+            await self._settle(row, now, queue.FAILED, failed_reason="gave up: attempts exhausted")
+            return
+        try:
+            async with self._sessionmaker() as session:
+                composed = await compose(session, row, settings=settings, key=self._key, now=now)
+        except Exception as exc:  # a bug or a bad row must not stop the queue
+            log.exception("email %s could not be composed", row.id)
+            await self._settle(row, now, queue.FAILED, failed_reason=f"cannot compose: {exc}")
+            return
+        if not isinstance(composed, Composed):
+            log.info("email %s to user %s skipped: %s", row.id, row.user_id, composed)
+            await self._settle(row, now, queue.SKIPPED, failed_reason=composed)
+            return
+        assert row.recipient is not None
+        try:
+            await self.transport.send(composed.message, recipient=row.recipient)
+        except DeliveryError as exc:
+            await self._failed_attempt(row, exc, fixed_now)
+            return
+        done = fixed_now or utcnow()
+        await self._settle(
+            row, done, queue.SENT, sent_at=done, subject=composed.subject, failed_reason=None
+        )
+        log.info("email %s sent to user %s via %s", row.id, row.user_id, self.transport.name)
+
+    async def _failed_attempt(
+        self, row: EmailLog, exc: DeliveryError, fixed_now: datetime | None
+    ) -> None:
+        now = fixed_now or utcnow()
+        attempt = f"attempt {row.attempts}: {exc.reason}"
+        if exc.permanent or row.attempts >= self._settings.email_max_attempts:
+            log.warning("email %s to user %s failed: %s", row.id, row.user_id, attempt)
+            await self._settle(row, now, queue.FAILED, failed_reason=exc.reason)
+            return
+        retry_at = now + self.backoff(row.attempts)
+        log.info("email %s %s; retrying at %s", row.id, attempt, retry_at.isoformat())
+        await self._settle(row, now, queue.QUEUED, next_attempt_at=retry_at, failed_reason=attempt)
+
+    async def _settle(self, row: EmailLog, now: datetime, status: str, **values: object) -> None:
+        async with self._sessionmaker.begin() as session:
+            if not await queue.settle(session, row, now=now, status=status, **values):
+                log.warning("email %s was reclaimed by another worker; outcome dropped", row.id)
+
+    async def run(self, *, stop: asyncio.Event | None = None) -> None:
+        """Poll until cancelled (or `stop` is set); digests are checked once a minute."""
+        stop = stop or asyncio.Event()
+        next_digest_check = 0.0
+        loop = asyncio.get_running_loop()
+        log.info("email worker started (%s)", self.transport.name)
+        while not stop.is_set():
+            try:
+                if loop.time() >= next_digest_check:
+                    next_digest_check = loop.time() + DIGEST_CHECK_SECONDS
+                    await self.run_digests()
+                handled = await self.drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be restarting: log, wait, go on
+                log.exception("email worker pass failed")
+                handled = 0
+            if not handled:
+                try:
+                    await asyncio.wait_for(stop.wait(), self._settings.email_poll_seconds)
+                except TimeoutError:
+                    pass
