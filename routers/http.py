@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import exc as sa_exc
 
 from backend import keys
 from backend.errors import DomainError, Forbidden, Invalid
@@ -18,6 +19,15 @@ from backend.security import AuthError, TokenClaims, bearer_token
 log = logging.getLogger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Failures to reach the database: a 503 to retry, not a 500.
+UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+)
 
 ERROR_CODES = {
     400: "bad_request",
@@ -78,6 +88,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, exc.message, code=exc.code, details=exc.details)
     except ValidationError as exc:
         return error_response(422, "invalid request", details=_validation_details(exc))
+    except UNAVAILABLE as exc:
+        log.warning("database unavailable on %s %s: %r", request.method, request.path, exc)
+        response = error_response(503, "the database is unavailable; retry shortly")
+        response.headers["Retry-After"] = "5"
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal server error", code="internal_error")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,7 +50,7 @@ class NotificationNamespace(socketio.AsyncNamespace):
         settings = app[keys.SETTINGS]
         connect_bucket = app[keys.CONNECT_BUCKET]
         if not connect_bucket.take():
-            retry = round(max(connect_bucket.wait_time(), 0.1), 2)
+            retry = math.ceil(max(connect_bucket.wait_time(), 0.1) * 100) / 100
             raise refuse(f"server busy, retry in {retry} s", retry_after=retry)
         auth = auth if isinstance(auth, dict) else {}
         token = auth.get("token")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ import pytest
 import socketio
 from aiohttp import web
 
-from backend import keys
 from backend.app import create_app
 from backend.config import Secret, Settings
 from backend.security import SCOPE_ADMIN, SCOPE_PUBLISH, TokenVerifier
@@ -205,8 +204,22 @@ async def server(settings: Settings) -> AsyncIterator[RunningServer]:
         await running.close()
 
 
-def engine_of(server: RunningServer) -> Any:
-    return server.app[keys.ENGINE]
+@pytest.fixture
+async def make_server(
+    database_url: str, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
+    """Servers with settings of the test's choosing, on the test's database; closed after."""
+    started: list[RunningServer] = []
+
+    async def start(**overrides: Any) -> RunningServer:
+        running = RunningServer(make_settings(database_url, tmp_path, **overrides))
+        started.append(running)
+        await running.start()
+        return running
+
+    yield start
+    for running in started:
+        await running.close()
 
 
 __all__ = ["SCOPE_ADMIN", "SCOPE_PUBLISH", "Recorder", "RunningServer", "make_settings"]

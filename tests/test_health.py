@@ -1,0 +1,24 @@
+"""Readiness says why it is not ready."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .conftest import RunningServer, make_settings
+from .servers import free_port
+
+
+async def test_ready_is_503_with_a_reason_when_the_database_is_down(tmp_path: Path) -> None:
+    url = f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none"
+    server = RunningServer(make_settings(url, tmp_path, auto_migrate=False))
+    await server.start()
+    try:
+        assert await server.request("GET", "/health/live") == (200, {"status": "ok"})
+        status, ready = await server.request("GET", "/health/ready")
+        assert status == 503
+        assert ready["status"] == "unavailable"
+        assert ready["checks"]["database"].startswith("unavailable:")
+        status, body = await server.request("GET", "/api/v1/notifications", sub="alice")
+        assert status == 503 and body["error"]["code"] == "unavailable"
+    finally:
+        await server.close()
