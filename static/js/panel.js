@@ -64,7 +64,6 @@ export class Panel {
     this.#refreshTimes();
     const first = this.feed.querySelector("article");
     (first ?? $("panel-title")).focus();
-    this.#maybeLoadMore();
   }
 
   close({ returnFocus = true } = {}) {

@@ -103,7 +103,7 @@ export class DesktopNotifications extends EventTarget {
       const shown = new Notification(notification.title, {
         body: notification.body || "",
         tag: `notification-${notification.id}`,
-        icon: notification.icon || "favicon.svg",
+        icon: notification.icon || "img/favicon.svg",
       });
       shown.addEventListener("click", () => {
         window.focus();
