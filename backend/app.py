@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,7 @@ from . import keys, migrate
 from .config import Settings
 from .db import create_engine, create_sessionmaker
 from .email.worker import EmailWorker
+from .realtime.cluster import ClusterStats
 from .realtime.connections import ConnectionManager
 from .realtime.delivery import DeliveryControl
 from .realtime.limits import SessionLimiter, TokenBucket
@@ -75,7 +80,13 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         return "ok"
 
     app[keys.READY_PROBES]["redis"] = probe
+    app[keys.CLUSTER].use_redis(client)
+    publisher = asyncio.create_task(app[keys.CLUSTER].run(), name="cluster-stats")
     yield
+    publisher.cancel()
+    await asyncio.gather(publisher, return_exceptions=True)
+    with contextlib.suppress(Exception):  # Redis may be the thing that is down
+        await app[keys.CLUSTER].withdraw()
     await client.aclose()
 
 
@@ -162,7 +173,13 @@ def create_app(settings: Settings) -> web.Application:
     )
     sio = create_socket_server(settings, control)
     app[keys.SIO] = sio
-    app[keys.CONNECTIONS] = ConnectionManager()
+    connections = app[keys.CONNECTIONS] = ConnectionManager()
+    process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    def local_stats() -> dict[str, Any]:
+        return {**connections.stats(), "events_out": control.events_out}
+
+    app[keys.CLUSTER] = ClusterStats(local=local_stats, process_id=process_id)
     app[keys.NOTIFIER] = Notifier(sio)
     sio.register_namespace(NotificationNamespace(app))
     if settings.admin_ui_username and settings.admin_ui_password:

@@ -9,6 +9,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import Settings
+from .realtime.cluster import ClusterStats
 from .realtime.connections import ConnectionManager
 from .realtime.delivery import DeliveryControl
 from .realtime.limits import SessionLimiter, TokenBucket
@@ -24,6 +25,7 @@ VERIFIER = web.AppKey("verifier", TokenVerifier)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 CONNECTIONS = web.AppKey("connections", ConnectionManager)
 NOTIFIER = web.AppKey("notifier", Notifier)
+CLUSTER = web.AppKey("cluster", ClusterStats)
 DELIVERY = web.AppKey("delivery", DeliveryControl)
 RECOVERY = web.AppKey("recovery", Recovery)
 INBOUND_LIMITER = web.AppKey("inbound_limiter", SessionLimiter)

@@ -46,6 +46,7 @@ class WebsocketStats(BaseModel):
     total_connections: int
     uptime_seconds: float
     process: str
+    processes: list[str]
 
 
 class CleanupQuery(Strict):
@@ -88,9 +89,9 @@ def process_stats(app: web.Application) -> dict[str, Any]:
     scope=SCOPE_ADMIN, tags=TAGS,
 )  # fmt: skip
 async def stats(request: web.Request) -> web.Response:
-    """Connections, online users, rooms, transports, events in and out, uptime."""
+    """Cluster-wide: connections, online users, rooms, transports, events, uptime, processes."""
     authenticate(request, SCOPE_ADMIN)
-    return web.json_response(process_stats(request.app))
+    return web.json_response(await request.app[keys.CLUSTER].collect())
 
 
 @api.route(

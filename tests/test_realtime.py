@@ -232,6 +232,7 @@ async def test_status_and_stats_endpoints(server: RunningServer) -> None:
     assert stats["rooms"] == {"user:alice": 1, "user:bob": 1}
     assert stats["transports"] == {"websocket": 2}
     assert stats["events_in"] >= 1 and stats["uptime_seconds"] >= 0
+    assert len(stats["processes"]) == 1
 
 
 async def test_shutdown_disconnects_clients_cleanly(server: RunningServer) -> None:
