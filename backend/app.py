@@ -144,6 +144,7 @@ def create_app(settings: Settings) -> web.Application:
         admin_email,
         dev,
         health,
+        metrics,
         notifications,
         openapi,
         preferences,
@@ -218,6 +219,7 @@ def create_app(settings: Settings) -> web.Application:
         return web.json_response(document)
 
     app.router.add_get("/api/v1/openapi.json", openapi_json)
+    metrics.setup_metrics(app)
     app.router.add_get("/", index)
     if STATIC_DIR.is_dir():
         # The page's assets: under /static/, and each folder of static/ at the root too, so

@@ -22,3 +22,15 @@ async def test_ready_is_503_with_a_reason_when_the_database_is_down(tmp_path: Pa
         assert status == 503 and body["error"]["code"] == "unavailable"
     finally:
         await server.close()
+
+
+async def test_metrics_are_prometheus_text_with_live_numbers(server: RunningServer) -> None:
+    await server.connect("alice")
+    await server.publish(["alice", "bob"])
+    async with server.http.get(server.url + "/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    assert "notify_connections 1.0" in text
+    assert "notify_notifications_created_total 2.0" in text
+    assert 'notify_connections_by_transport{transport="websocket"} 1.0' in text

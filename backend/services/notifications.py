@@ -80,6 +80,7 @@ class NotificationService:
     ) -> None:
         self._sessionmaker = sessionmaker
         self._notifier = notifier
+        self.created_total = 0  # read by /metrics
 
     async def create(
         self, *, publisher: str, request: NotificationCreate, idempotency_key: str | None = None
@@ -92,6 +93,7 @@ class NotificationService:
             except _KeyTaken:
                 continue
             if not created.replayed:
+                self.created_total += len(created.notifications)
                 await self._broadcast(pushed, counts)
             return created
         raise Conflict("a request with this Idempotency-Key is still in progress; retry")

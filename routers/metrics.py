@@ -1,0 +1,65 @@
+"""Prometheus metrics, read from the live state at scrape time (one registry per app)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from backend import keys
+
+
+class ServerCollector(Collector):
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.app[keys.CONNECTIONS].stats()
+        yield GaugeMetricFamily(
+            "notify_connections", "Socket.IO sessions on this process", value=stats["connections"]
+        )
+        yield GaugeMetricFamily(
+            "notify_online_users",
+            "users with a session on this process",
+            value=stats["online_users"],
+        )
+        yield GaugeMetricFamily("notify_rooms", "rooms with members", value=len(stats["rooms"]))
+        by_transport = GaugeMetricFamily(
+            "notify_connections_by_transport", "sessions by transport", labels=["transport"]
+        )
+        for transport, count in stats["transports"].items():
+            by_transport.add_metric([transport], count)
+        yield by_transport
+        yield CounterMetricFamily(
+            "notify_socket_events_in", "client events received", value=stats["events_in"]
+        )
+        yield CounterMetricFamily(
+            "notify_socket_deliveries", "events delivered to sessions",
+            value=self.app[keys.DELIVERY].events_out,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "notify_connections_opened", "sessions opened", value=stats["total_connections"]
+        )
+        if keys.NOTIFICATIONS in self.app:
+            yield CounterMetricFamily(
+                "notify_notifications_created", "notifications stored",
+                value=self.app[keys.NOTIFICATIONS].created_total,
+            )  # fmt: skip
+        yield GaugeMetricFamily(
+            "notify_uptime_seconds", "seconds since start", value=stats["uptime_seconds"]
+        )
+
+
+def setup_metrics(app: web.Application) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServerCollector(app))
+
+    async def metrics(_request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app.router.add_get("/metrics", metrics)
