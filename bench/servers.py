@@ -1,0 +1,268 @@
+"""The servers under test (ours and two references) and the services they need, as processes.
+
+Each start returns a `Running`: its processes, its endpoints and how to read its CPU and RSS.
+A server is a list of processes behind a list of endpoints so that a scale-out run (several
+processes over Redis, `start(..., procs=k)`) only has to start more of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+NODE_DIR = BENCH / "node"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+SERVERS = ("ours", "ref-python", "ref-python-frozen", "ref-node")
+
+
+def free_port() -> int:
+    """A free port outside the ephemeral range (32768-60999), so clients never take it."""
+    start = 20000 + (os.getpid() * 7919 + time.monotonic_ns()) % 9000
+    for candidate in range(start, 32000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return candidate
+    raise RuntimeError("no free port")
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds (resolution 1/CLK_TCK)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def wait_port(host: str, port: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+
+@dataclass
+class Postgres:
+    """A throw-away PostgreSQL cluster (fsync off: we measure the server, not the disk)."""
+
+    port: int
+    base: Path
+    owner: str | None
+    cpus: str | None
+    counter: int = 0
+
+    @classmethod
+    def start(cls, cpus: str | None = None) -> Postgres:
+        base = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+        owner = None
+        if os.geteuid() == 0:
+            owner = "postgres"
+            entry = pwd.getpwnam(owner)
+            os.chown(base, entry.pw_uid, entry.pw_gid)
+        pg = cls(free_port(), base, owner, cpus)
+        pg._run(str(PG_BIN / "initdb"), "-D", str(base / "data"), "-U", "postgres", "-A",
+                "trust", "-E", "UTF8", "--no-sync")  # fmt: skip
+        options = (
+            f"-p {pg.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            "-c shared_buffers=256MB"
+        )
+        pg._run(str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-o", options, "-l",
+                str(base / "log"), "-w", "-t", "60", "start")  # fmt: skip
+        return pg
+
+    def _run(self, *args: str) -> None:
+        command = list(args)
+        if self.cpus:
+            command = ["taskset", "-c", self.cpus, *command]
+        if self.owner:
+            command = ["runuser", "-u", self.owner, "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def new_database(self) -> str:
+        self.counter += 1
+        name = f"bench_{os.getpid()}_{self.counter}"
+        subprocess.run(
+            [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+             "-c", f'CREATE DATABASE "{name}"'],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def pids(self) -> list[int]:
+        try:
+            first = (self.base / "data" / "postmaster.pid").read_text().split("\n", 1)[0]
+        except OSError:
+            return []
+        main = int(first)
+        return [main, *children_of(main)]
+
+    def stop(self) -> None:
+        try:
+            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.base / "data"), "-m", "immediate",
+                      "-w", "stop")  # fmt: skip
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+@dataclass
+class Running:
+    name: str
+    procs: list[subprocess.Popen[bytes]]
+    endpoints: list[tuple[str, int]]
+    logs: list[Path]
+    side_pids: Callable[[], list[int]] = field(default=lambda: [])
+
+    def url(self, i: int = 0) -> str:
+        host, port = self.endpoints[i]
+        return f"http://{host}:{port}"
+
+    def cpu_seconds(self) -> float:
+        return sum(proc_cpu_seconds(p.pid) for p in self.procs if p.poll() is None)
+
+    def side_cpu_seconds(self) -> float:
+        total = 0.0
+        for pid in self.side_pids():
+            with contextlib.suppress(OSError):
+                total += proc_cpu_seconds(pid)
+        return total
+
+    def rss_bytes(self) -> int:
+        return sum(proc_rss_bytes(p.pid) for p in self.procs if p.poll() is None)
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop_process(proc)
+
+
+def start_server(
+    name: str,
+    *,
+    secret: str,
+    cpus: str | None,
+    ping_interval: float,
+    postgres: Postgres | None = None,
+    database_url: str | None = None,
+    procs: int = 1,
+    log_dir: Path | None = None,
+) -> Running:
+    """Start `name` pinned to `cpus`; `procs` > 1 is the scale-out hook (needs REDIS_URL)."""
+    if procs != 1:
+        raise NotImplementedError("scale-out: start k processes with REDIS_URL (see README)")
+    host = "127.0.0.1"
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        JWT_SECRET=secret,
+        PING_INTERVAL_SECONDS=str(ping_interval),
+        PING_TIMEOUT_SECONDS="20",
+        PING_INTERVAL_MS=str(int(ping_interval * 1000)),
+        PING_TIMEOUT_MS="20000",
+    )
+    side: Callable[[], list[int]] = list
+    if name == "ours":
+        if database_url is None:
+            if postgres is None:
+                raise ValueError("ours needs postgres or database_url")
+            database_url = postgres.new_database()
+        if postgres is not None:
+            side = postgres.pids
+        env.update(
+            DATABASE_URL=database_url,
+            HOST=host,
+            PORT=str(port),
+            LOG_LEVEL="WARNING",
+            AUTO_MIGRATE="true",
+            # The bench drives one process far past a deployment's per-client limits.
+            CONNECTS_PER_SECOND="1000000",
+            OUTBOUND_RATE_PER_SECOND="1000000",
+            MAX_BODY_BYTES=str(8 * 1024 * 1024),
+            EMAIL_WORKER_ENABLED="false",
+            STATS_INTERVAL_SECONDS="3600",
+            CLEANUP_INTERVAL_SECONDS="3600",
+        )
+        command = [sys.executable, "-m", "backend", "serve"]
+        cwd = ROOT
+    elif name in ("ref-python", "ref-python-frozen"):
+        command = [sys.executable, str(BENCH / "ref_python.py"), "--host", host, "--port",
+                   str(port)]  # fmt: skip
+        if name == "ref-python-frozen":
+            command.append("--gc-freeze")
+        cwd = BENCH
+    elif name == "ref-node":
+        if not (NODE_DIR / "node_modules").is_dir():
+            raise RuntimeError("bench/node/node_modules is missing: cd bench/node && npm ci")
+        command = ["node", str(NODE_DIR / "server.js"), "--host", host, "--port", str(port)]
+        cwd = NODE_DIR
+    else:
+        raise ValueError(f"unknown server {name!r}; one of {SERVERS}")
+    if cpus:
+        command = ["taskset", "-c", cpus, *command]
+    log_dir = log_dir or Path(tempfile.gettempdir())
+    log = log_dir / f"bench-{name}-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_port(host, port, proc, timeout=60)
+    except RuntimeError as exc:
+        stop_process(proc)
+        tail = log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{name}: {exc}\n{tail}") from None
+    return Running(name, [proc], [(host, port)], [log], side)
