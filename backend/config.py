@@ -69,6 +69,7 @@ class Settings:
     outbound_rate_per_second: float = 10.0
     max_payload_bytes: int = 64 * 1024
     connects_per_second: int = 500
+    websocket_compression: bool = False
     ping_interval_seconds: float = 25.0
     ping_timeout_seconds: float = 20.0
     stale_timeout_seconds: float = 300.0
@@ -174,6 +175,7 @@ _FLOAT_SETTINGS = {
 }
 _BOOL_SETTINGS = {
     "AUTO_MIGRATE": "auto_migrate",
+    "WEBSOCKET_COMPRESSION": "websocket_compression",
     "SMTP_STARTTLS": "smtp_starttls",
     "SMTP_TLS": "smtp_tls",
     "EMAIL_WORKER_ENABLED": "email_worker_enabled",

@@ -134,3 +134,13 @@ async def test_read_state_changes_reach_every_session(server: RunningServer) -> 
         assert read == {"ids": [created["id"]]}
         counts = await device.wait_for("unread_count", 2)
         assert counts[-1] == {"count": 0}
+
+
+async def test_websocket_compression_is_off_unless_configured(make_server: Any) -> None:
+    path = "/socket.io/?EIO=4&transport=websocket"
+    for enabled, expected in ((False, 0), (True, 15)):
+        server = await make_server(websocket_compression=enabled)
+        async with server.http.ws_connect(server.url + path, compress=15) as ws:
+            opening = await ws.receive_str()
+            assert opening.startswith("0{")
+            assert ws.compress == expected

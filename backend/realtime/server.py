@@ -6,6 +6,7 @@ import socketio
 
 from ..config import Settings
 from .delivery import DeliveryControl, LocalManager, RedisManager
+from .fast import OrjsonModule, UncompressedWebSocket
 
 
 def create_socket_server(settings: Settings, control: DeliveryControl) -> socketio.AsyncServer:
@@ -23,7 +24,7 @@ def create_socket_server(settings: Settings, control: DeliveryControl) -> socket
         origins = "*"
     elif settings.admin_ui_username:
         origins = [*(origins or []), "https://admin.socket.io"]
-    return socketio.AsyncServer(
+    sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=origins,
@@ -33,4 +34,9 @@ def create_socket_server(settings: Settings, control: DeliveryControl) -> socket
         ping_timeout=settings.ping_timeout_seconds,
         logger=False,
         engineio_logger=False,
+        json=OrjsonModule,
     )
+    if not settings.websocket_compression:
+        # python-engineio picks its websocket class from this table; ours turns deflate off.
+        sio.eio._async = {**sio.eio._async, "websocket": UncompressedWebSocket}
+    return sio
