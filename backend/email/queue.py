@@ -27,17 +27,21 @@ async def claim(
 ) -> Sequence[EmailLog]:
     """Take up to `limit` due rows: status sending, a lease, attempts + 1 (the claim's fence).
 
-    PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent workers take disjoint rows. SQLite has one
-    writer at a time, and the same conditions are checked again by the UPDATE itself.
+    Two statements, not `IN (subquery)`: PostgreSQL may run such a subquery once per row and
+    ignore its LIMIT. There the SELECT locks with FOR UPDATE SKIP LOCKED, so concurrent workers
+    take disjoint rows; SQLite has one writer, and the UPDATE checks the conditions again.
     """
     candidates = (
         select(EmailLog.id).where(_due(now)).order_by(EmailLog.next_attempt_at).limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
+    ids = list(await session.scalars(candidates))
+    if not ids:
+        return []
     result = await session.scalars(
         update(EmailLog)
-        .where(EmailLog.id.in_(candidates.scalar_subquery()), _due(now))
+        .where(EmailLog.id.in_(ids), _due(now))
         .values(
             status=SENDING,
             attempts=EmailLog.attempts + 1,
