@@ -104,6 +104,7 @@ function renderSession() {
     $("send-test").disabled = !session.canPublish;
     $("send-test-hint").hidden = session.canPublish;
     $("curl-user").textContent = JSON.stringify(session.userId);
+    $("curl-origin").textContent = new URL(".", document.baseURI).href.replace(/\/$/, "");
     showSignInMessage("");
   }
   renderDesktop();
