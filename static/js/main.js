@@ -29,7 +29,12 @@ const panel = new Panel({
   store,
   actions: { markRead, markAllRead, remove, loadMore, retry: () => reloadInbox() },
 });
-const preferences = new PreferencesDialog({ api, knownTypes: () => [...seenTypes] });
+const preferences = new PreferencesDialog({
+  api,
+  knownTypes: () => [...seenTypes],
+  // In-app switches decide what is listed and counted: show the inbox as it is now.
+  onSaved: () => reloadInbox(),
+});
 
 let activeUser = null;
 let loadingPage = null;

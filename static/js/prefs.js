@@ -21,10 +21,14 @@ function option(value, label, selected) {
 }
 
 export class PreferencesDialog {
-  /** knownTypes(): the notification types seen in the inbox, offered as rows. */
-  constructor({ api, knownTypes }) {
+  /**
+   * knownTypes(): the notification types seen in the inbox, offered as rows;
+   * onSaved(preferences): after a successful save (what the inbox shows may have changed).
+   */
+  constructor({ api, knownTypes, onSaved }) {
     this.api = api;
     this.knownTypes = knownTypes;
+    this.onSaved = onSaved;
     this.dialog = $("prefs-dialog");
     this.form = $("prefs-form");
     this.status = $("prefs-status");
@@ -88,8 +92,10 @@ export class PreferencesDialog {
     button.disabled = true;
     this.#setStatus("Saving…");
     try {
-      this.#fill(await this.api.putPreferences(body));
+      const saved = await this.api.putPreferences(body);
+      this.#fill(saved);
       this.#setStatus("Saved.");
+      this.onSaved?.(saved);
     } catch (error) {
       this.#setStatus("");
       const lines = [describeError(error)];

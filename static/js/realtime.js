@@ -37,8 +37,14 @@ export class Realtime extends EventTarget {
     });
     window.addEventListener("online", () => {
       if (!this.socket) return;
-      if (this.socket.connected) this.#setState("connected");
-      else this.#setState("reconnecting", "Back online; reconnecting.");
+      if (this.socket.connected) {
+        this.#setState("connected");
+      } else if (this.state !== "disconnected") {
+        // Skip what is left of the backoff delay: the network is back now.
+        this.socket.disconnect();
+        this.socket.connect();
+        this.#setState("reconnecting", "Back online; reconnecting.");
+      }
     });
   }
 

@@ -312,6 +312,14 @@ async def test_pasted_token_when_dev_sign_in_is_off(
         await tab.page.get_by_label("JSON Web Token").fill(forged)
         await tab.page.get_by_role("button", name="Use this token").click()
         await expect(tab.page.locator("#signin-error")).to_contain_text("refused your token")
+
+        # A token that runs out while the page is open signs it out, saying so.
+        short = server.verifier.issue("frank", ttl_seconds=3)
+        await tab.page.get_by_label("JSON Web Token").fill(short)
+        await tab.page.get_by_role("button", name="Use this token").click()
+        await tab.expect_state("connected")
+        await expect(tab.page.locator("#signin-error")).to_contain_text("expired", timeout=10_000)
+        await expect(tab.page.get_by_role("heading", name="Use a token")).to_be_visible()
         tab.errors = [e for e in tab.errors if "401" not in e]
         tab.assert_no_script_errors()
     finally:
