@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from backend import keys
+from backend.email.worker import EmailWorker
 from backend.models import EmailLog, Notification, User
 
+from .conftest import SCOPE_ADMIN, RunningServer, make_settings
 from .servers import free_port
+
+APP_URL = "https://app.example"
 
 
 class Inbox:
@@ -92,3 +100,51 @@ async def add_notification(
         session.add(row)
         await session.flush()
         return row.id
+
+
+@pytest.fixture
+def inbox() -> Iterator[Inbox]:
+    box = Inbox()
+    box.start()
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+async def start_server(database_url: str, tmp_path: Path, **overrides: object) -> RunningServer:
+    options: dict[str, object] = {
+        "email_worker_enabled": False, "app_url": APP_URL, "email_backoff_seconds": 60.0,
+    }  # fmt: skip
+    settings = make_settings(database_url, tmp_path, **{**options, **overrides})
+    server = RunningServer(settings)
+    await server.start()
+    return server
+
+
+@pytest.fixture
+async def mail_server(
+    database_url: str, tmp_path: Path, inbox: Inbox
+) -> AsyncIterator[RunningServer]:
+    server = await start_server(database_url, tmp_path, smtp_host="127.0.0.1", smtp_port=inbox.port)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def sessionmaker_of(server: RunningServer) -> async_sessionmaker[AsyncSession]:
+    return server.app[keys.SESSIONMAKER]
+
+
+def worker_of(server: RunningServer) -> EmailWorker:
+    return EmailWorker(sessionmaker=sessionmaker_of(server), settings=server.settings)
+
+
+async def register(server: RunningServer, user_id: str, email: str, name: str = "") -> None:
+    body = {"email": email, "name": name or user_id.title()}
+    status, answer = await server.request(
+        "PUT", f"/api/v1/admin/users/{user_id}", sub="ops", scopes=(SCOPE_ADMIN,), json=body
+    )
+    assert status == 200, answer
+    assert answer == {"id": user_id, **body}

@@ -4,72 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from backend import keys
 from backend.db import create_engine, create_sessionmaker
 from backend.email import queue
 from backend.email.worker import EmailWorker
 from backend.models import utcnow
 
-from .conftest import SCOPE_ADMIN, RunningServer, make_settings
-from .email_helpers import Inbox, logs, parts
+from .conftest import SCOPE_ADMIN, RunningServer
+from .email_helpers import (
+    APP_URL,
+    Inbox,
+    inbox,
+    logs,
+    mail_server,
+    parts,
+    register,
+    sessionmaker_of,
+    start_server,
+    worker_of,
+)
 from .servers import free_port
 
-APP_URL = "https://app.example"
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    box = Inbox()
-    box.start()
-    try:
-        yield box
-    finally:
-        box.stop()
-
-
-async def start_server(database_url: str, tmp_path: Path, **overrides: object) -> RunningServer:
-    options: dict[str, object] = {
-        "email_worker_enabled": False, "app_url": APP_URL, "email_backoff_seconds": 60.0,
-    }  # fmt: skip
-    settings = make_settings(database_url, tmp_path, **{**options, **overrides})
-    server = RunningServer(settings)
-    await server.start()
-    return server
-
-
-@pytest.fixture
-async def mail_server(
-    database_url: str, tmp_path: Path, inbox: Inbox
-) -> AsyncIterator[RunningServer]:
-    server = await start_server(database_url, tmp_path, smtp_host="127.0.0.1", smtp_port=inbox.port)
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
-def sessionmaker_of(server: RunningServer) -> async_sessionmaker[AsyncSession]:
-    return server.app[keys.SESSIONMAKER]
-
-
-def worker_of(server: RunningServer) -> EmailWorker:
-    return EmailWorker(sessionmaker=sessionmaker_of(server), settings=server.settings)
-
-
-async def register(server: RunningServer, user_id: str, email: str, name: str = "") -> None:
-    body = {"email": email, "name": name or user_id.title()}
-    status, answer = await server.request(
-        "PUT", f"/api/v1/admin/users/{user_id}", sub="ops", scopes=(SCOPE_ADMIN,), json=body
-    )
-    assert status == 200, answer
-    assert answer == {"id": user_id, **body}
+__all__ = ["inbox", "mail_server"]  # fixtures
 
 
 async def test_message_arrives_with_recipient_subject_both_parts_and_unsubscribe_headers(
