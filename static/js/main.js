@@ -38,6 +38,7 @@ const preferences = new PreferencesDialog({
 
 let activeUser = null;
 let loadingPage = null;
+let generation = 0;
 let recovering = null; // { count, timer } between a connect and the server's `recovery`
 let expiryTimer = null;
 
@@ -123,30 +124,38 @@ function showSignInMessage(message) {
 // -- inbox -----------------------------------------------------------------------------------
 
 async function reloadInbox() {
+  generation += 1; // a page still on its way belongs to the old list: it is dropped
+  loadingPage = null;
   store.reset();
   panel.showError("");
   await Promise.all([loadMore(), refreshCount()]);
 }
 
 async function loadMore() {
-  if (loadingPage || store.exhausted) return loadingPage;
+  if (loadingPage) return loadingPage;
+  if (store.exhausted) return null;
   const user = activeUser;
+  const mine = generation;
+  const current = () => user === activeUser && mine === generation;
   panel.setLoading(true);
-  loadingPage = (async () => {
+  const request = (async () => {
     try {
       const page = await api.list({ cursor: store.nextCursor, limit: PAGE_SIZE });
-      if (user !== activeUser) return;
+      if (!current()) return;
       for (const n of page.notifications) seenTypes.add(n.type);
       store.addPage(page.notifications, page.next_cursor);
       panel.showError("");
     } catch (error) {
-      if (user === activeUser) panel.showError(`Could not load notifications. ${describeError(error)}`);
+      if (current()) panel.showError(`Could not load notifications. ${describeError(error)}`);
     } finally {
-      loadingPage = null;
-      panel.setLoading(false);
+      if (loadingPage === request) {
+        loadingPage = null;
+        panel.setLoading(false);
+      }
     }
   })();
-  return loadingPage;
+  loadingPage = request;
+  return request;
 }
 
 async function refreshCount() {
