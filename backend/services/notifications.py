@@ -14,12 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db import dialect_insert
 from ..errors import Conflict, NotFound
-from ..models import IdempotencyKey, Notification, TopicSubscription, User, utcnow
+from ..models import IdempotencyKey, Notification, User, utcnow
 from ..realtime.notifier import Notifier
 from ..schemas import NotificationCreate, Preferences
-from . import emails
-from . import preferences as preference_service
-from .users import ensure_users
+from . import emails, store
+from .batching import GroupCommit
 
 
 def isoformat(value: datetime | None) -> str | None:
@@ -48,6 +47,21 @@ def notification_json(row: Notification) -> dict[str, Any]:
 class Created:
     notifications: list[dict[str, Any]]
     replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A committed request: its answer, and what to emit now that it is committed."""
+
+    created: Created
+    counts: dict[str, int]
+    pushed: list[tuple[str, dict[str, Any]]]
+
+
+def _stored(rows: Sequence[Notification], counts: dict[str, int]) -> _Stored:
+    payloads = [notification_json(row) for row in rows]
+    pushed = [(row.user_id, p) for row, p in zip(rows, payloads, strict=True) if row.in_app]
+    return _Stored(Created(notifications=payloads), {u: counts[u] for u, _ in pushed}, pushed)
 
 
 class _KeyTaken(Exception):
@@ -81,86 +95,49 @@ class NotificationService:
         self._sessionmaker = sessionmaker
         self._notifier = notifier
         self.created_total = 0  # read by /metrics
+        self._group: GroupCommit[NotificationCreate, _Stored] = GroupCommit(self._store_batch)
 
     async def create(
         self, *, publisher: str, request: NotificationCreate, idempotency_key: str | None = None
     ) -> Created:
+        if idempotency_key is None:
+            stored = await self._group.submit(request)
+        else:
+            stored = await self._create_idempotent(
+                publisher=publisher, request=request, idempotency_key=idempotency_key
+            )
+        if not stored.created.replayed:
+            self.created_total += len(stored.created.notifications)
+            await self._broadcast(stored.pushed, stored.counts)
+        return stored.created
+
+    async def _store_batch(self, requests: list[NotificationCreate]) -> list[_Stored]:
+        """One transaction for every request in the batch (see batching.GroupCommit)."""
+        async with self._sessionmaker.begin() as session:
+            grouped = await store.store(session, requests, self._after_insert)
+            pushed_users = sorted({row.user_id for rows in grouped for row in rows if row.in_app})
+            counts = await store.unread_counts(session, pushed_users)
+        return [_stored(rows, counts) for rows in grouped]
+
+    async def _create_idempotent(
+        self, *, publisher: str, request: NotificationCreate, idempotency_key: str
+    ) -> _Stored:
+        digest = request_hash(request)
         for _attempt in range(3):
             try:
-                created, counts, pushed = await self._create_once(
-                    publisher=publisher, request=request, idempotency_key=idempotency_key
-                )
+                async with self._sessionmaker.begin() as session:
+                    replay = await self._replay(session, publisher, idempotency_key, digest)
+                    if replay is not None:
+                        return _Stored(replay, {}, [])
+                    key_row = await self._claim_key(session, publisher, idempotency_key, digest)
+                    [rows] = await store.store(session, [request], self._after_insert)
+                    key_row.notification_ids = [row.id for row in rows]
+                    users = sorted({row.user_id for row in rows if row.in_app})
+                    counts = await store.unread_counts(session, users)
+                return _stored(rows, counts)
             except _KeyTaken:
                 continue
-            if not created.replayed:
-                self.created_total += len(created.notifications)
-                await self._broadcast(pushed, counts)
-            return created
         raise Conflict("a request with this Idempotency-Key is still in progress; retry")
-
-    async def _create_once(
-        self, *, publisher: str, request: NotificationCreate, idempotency_key: str | None
-    ) -> tuple[Created, dict[str, int], list[tuple[str, dict[str, Any]]]]:
-        async with self._sessionmaker.begin() as session:
-            key_row: IdempotencyKey | None = None
-            if idempotency_key is not None:
-                digest = request_hash(request)
-                replay = await self._replay(session, publisher, idempotency_key, digest)
-                if replay is not None:
-                    return replay, {}, []
-                key_row = await self._claim_key(session, publisher, idempotency_key, digest)
-
-            if request.topic is not None:
-                user_ids = list(
-                    await session.scalars(
-                        select(TopicSubscription.user_id)
-                        .where(TopicSubscription.topic == request.topic)
-                        .order_by(TopicSubscription.user_id)
-                    )
-                )
-            else:
-                user_ids = list(dict.fromkeys(request.user_ids or ()))
-            rows = await self._insert(session, user_ids, request)
-            if key_row is not None:
-                key_row.notification_ids = [row.id for row in rows]
-            payloads = [notification_json(row) for row in rows]
-            pushed = [(row.user_id, p) for row, p in zip(rows, payloads, strict=True) if row.in_app]
-            counts = await self._unread_counts(session, sorted({uid for uid, _ in pushed}))
-        return Created(notifications=payloads), counts, pushed
-
-    async def _insert(
-        self, session: AsyncSession, user_ids: list[str], request: NotificationCreate
-    ) -> list[Notification]:
-        if not user_ids:
-            return []
-        await ensure_users(session, user_ids)
-        seqs = await self._allocate_seqs(session, user_ids)
-        prefs = await preference_service.load_many(session, user_ids)
-        now = utcnow()
-        values = [
-            {
-                "user_id": uid,
-                "seq": seqs[uid],
-                "type": request.type,
-                "title": request.title,
-                "body": request.body,
-                "icon": request.icon,
-                "action_url": request.action_url,
-                "data": request.data,
-                "in_app": preference_service.in_app_enabled(prefs[uid], request.type),
-                "read": False,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for uid in user_ids
-        ]
-        result = await session.scalars(
-            dialect_insert(session)(Notification).returning(Notification), values
-        )
-        position = {uid: index for index, uid in enumerate(user_ids)}
-        rows = sorted(result.all(), key=lambda row: position[row.user_id])
-        await self._after_insert(session, rows, prefs)
-        return rows
 
     async def _after_insert(
         self,
@@ -170,32 +147,6 @@ class NotificationService:
     ) -> None:
         """Hook inside the creating transaction (emails are queued here)."""
         await emails.queue_immediate(session, rows, prefs)
-
-    async def _allocate_seqs(self, session: AsyncSession, user_ids: list[str]) -> dict[str, int]:
-        """Take each user's row lock (in id order, so batches never deadlock) and bump last_seq.
-
-        The lock is held until commit, so a user's seq values follow commit order.
-        """
-        ordered = sorted(user_ids)
-        if session.get_bind().dialect.name == "postgresql":
-            locked = (
-                select(User.id).where(User.id.in_(ordered)).order_by(User.id).with_for_update()
-            ).subquery()
-            statement = (
-                update(User)
-                .where(User.id == locked.c.id)
-                .values(last_seq=User.last_seq + 1)
-                .returning(User.id, User.last_seq)
-            )
-        else:
-            statement = (
-                update(User)
-                .where(User.id.in_(ordered))
-                .values(last_seq=User.last_seq + 1)
-                .returning(User.id, User.last_seq)
-            )
-        result = await session.execute(statement, execution_options={"synchronize_session": False})
-        return dict(result.all())
 
     async def _replay(
         self, session: AsyncSession, owner: str, key: str, digest: str
@@ -234,23 +185,6 @@ class NotificationService:
         row = await session.get(IdempotencyKey, key_id)
         assert row is not None
         return row
-
-    async def _unread_counts(self, session: AsyncSession, user_ids: list[str]) -> dict[str, int]:
-        if not user_ids:
-            return {}
-        result = await session.execute(
-            select(Notification.user_id, func.count())
-            .where(
-                Notification.user_id.in_(user_ids),
-                Notification.read.is_(False),
-                Notification.deleted_at.is_(None),
-                Notification.in_app.is_(True),
-            )
-            .group_by(Notification.user_id)
-        )
-        counts = dict.fromkeys(user_ids, 0)
-        counts.update(dict(result.all()))
-        return counts
 
     async def _broadcast(
         self, pushed: list[tuple[str, dict[str, Any]]], counts: dict[str, int]
