@@ -121,9 +121,13 @@ async def email_worker_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     worker = EmailWorker(sessionmaker=app[keys.SESSIONMAKER], settings=settings)
-    task = asyncio.create_task(worker.run(), name="email-worker")
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop=stop), name="email-worker")
     yield
-    task.cancel()
+    stop.set()  # let a batch in flight finish, so its rows are not left to the lease
+    done, _ = await asyncio.wait([task], timeout=settings.smtp_timeout_seconds + 5)
+    if not done:
+        task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
 

@@ -121,7 +121,7 @@ class EmailWorker:
                 log.warning("email %s was reclaimed by another worker; outcome dropped", row.id)
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
-        """Poll until cancelled (or `stop` is set); digests are checked once a minute."""
+        """Poll until `stop` is set (checked between batches) or cancelled; digests each minute."""
         stop = stop or asyncio.Event()
         next_digest_check = 0.0
         loop = asyncio.get_running_loop()
@@ -131,7 +131,7 @@ class EmailWorker:
                 if loop.time() >= next_digest_check:
                     next_digest_check = loop.time() + DIGEST_CHECK_SECONDS
                     await self.run_digests()
-                handled = await self.drain()
+                handled = await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database may be restarting: log, wait, go on
