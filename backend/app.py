@@ -9,6 +9,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,17 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
+async def purge_loop(service: NotificationService, *, hours: float) -> None:
+    """Hourly: forget Idempotency-Keys older than their retention."""
+    while True:
+        try:
+            older_than = datetime.now(UTC) - timedelta(hours=hours)
+            await service.purge_idempotency_keys(older_than=older_than)
+        except Exception:
+            log.exception("purging idempotency keys failed; trying again next hour")
+        await asyncio.sleep(3600)
+
+
 async def background_ctx(app: web.Application) -> AsyncIterator[None]:
     """Stale-session cleanup and the stats line; cancelled, then awaited, on the way out."""
     settings = app[keys.SETTINGS]
@@ -108,6 +120,12 @@ async def background_ctx(app: web.Application) -> AsyncIterator[None]:
             name="stats-log",
         ),
     ]
+    tasks.append(
+        asyncio.create_task(
+            purge_loop(app[keys.NOTIFICATIONS], hours=settings.idempotency_ttl_hours),
+            name="idempotency-purge",
+        )
+    )
     yield
     for task in tasks:
         task.cancel()

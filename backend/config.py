@@ -62,6 +62,7 @@ class Settings:
     cors_allowed_origins: tuple[str, ...] = ()
     redis_url: str | None = None
     max_body_bytes: int = 256 * 1024
+    idempotency_ttl_hours: float = 24.0
     # realtime
     max_connections_per_user: int = 5
     event_rate_per_second: float = 10.0
@@ -170,6 +171,7 @@ _FLOAT_SETTINGS = {
     "STATS_INTERVAL_SECONDS": "stats_interval_seconds",
     "SMTP_TIMEOUT_SECONDS": "smtp_timeout_seconds",
     "EMAIL_POLL_SECONDS": "email_poll_seconds",
+    "IDEMPOTENCY_TTL_HOURS": "idempotency_ttl_hours",
     "EMAIL_BACKOFF_SECONDS": "email_backoff_seconds",
     "EMAIL_LEASE_SECONDS": "email_lease_seconds",
 }

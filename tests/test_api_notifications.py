@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from backend import keys
+from backend.models import utcnow
 from backend.security import SCOPE_PUBLISH
 
 from .conftest import RunningServer
@@ -295,3 +298,15 @@ async def test_health_and_openapi(server: RunningServer) -> None:
     )
     assert "NotificationCreate" in doc["components"]["schemas"]
     assert "/api/v1/notifications/{id}" in doc["paths"]
+
+
+async def test_idempotency_keys_past_retention_are_purged(server: RunningServer) -> None:
+    body = {"user_ids": ["alice"], "type": "t", "title": "once"}
+    await publish(server, body, headers={"Idempotency-Key": "old"})
+    service = server.app[keys.NOTIFICATIONS]
+    assert await service.purge_idempotency_keys(older_than=utcnow() - timedelta(hours=1)) == 0
+    assert await service.purge_idempotency_keys(older_than=utcnow() + timedelta(seconds=1)) == 1
+    status, _ = await publish(server, body, headers={"Idempotency-Key": "old"})
+    assert status == 201
+    _, listed = await server.request("GET", "/api/v1/notifications", sub="alice")
+    assert len(listed["notifications"]) == 2

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db import dialect_insert
@@ -147,6 +147,14 @@ class NotificationService:
     ) -> None:
         """Hook inside the creating transaction (emails are queued here)."""
         await emails.queue_immediate(session, rows, prefs)
+
+    async def purge_idempotency_keys(self, *, older_than: datetime) -> int:
+        """Forget Idempotency-Keys past their retention: a retry after that stores anew."""
+        async with self._sessionmaker.begin() as session:
+            result = await session.execute(
+                delete(IdempotencyKey).where(IdempotencyKey.created_at < older_than)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def _replay(
         self, session: AsyncSession, owner: str, key: str, digest: str
