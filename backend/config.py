@@ -328,3 +328,8 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"CORS_ALLOWED_ORIGINS has an invalid origin: {origin!r}")
     if settings.admin_ui_username and settings.admin_ui_password is None:
         raise ConfigError("ADMIN_UI_PASSWORD is required when ADMIN_UI_USERNAME is set")
+    if settings.email_lease_seconds <= 2 * settings.smtp_timeout_seconds:
+        # a slow but live send must never look like a dead worker (and be sent twice)
+        raise ConfigError("EMAIL_LEASE_SECONDS must be more than twice SMTP_TIMEOUT_SECONDS")
+    if settings.unsubscribe_secret and len(settings.unsubscribe_secret.get()) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"UNSUBSCRIBE_SECRET must be at least {MIN_SECRET_LENGTH} characters")
