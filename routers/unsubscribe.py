@@ -21,10 +21,8 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <h1 style="font-size:1.3rem">{title}</h1>{body}</body></html>"""
 
 
-def _page(title: str, body: str, status: int = 200) -> web.Response:
-    return web.Response(
-        text=PAGE.format(title=escape(title), body=body), status=status, content_type="text/html"
-    )
+def _page(title: str, body: str) -> web.Response:
+    return web.Response(text=PAGE.format(title=escape(title), body=body), content_type="text/html")
 
 
 def _scope(request: web.Request) -> tokens.UnsubscribeScope:
@@ -42,10 +40,7 @@ def _wants_html(request: web.Request) -> bool:
 @api.route("GET", "/unsubscribe", query=UnsubscribeQuery, status=200, auth=False, tags=TAGS)
 async def confirm_page(request: web.Request) -> web.Response:
     """A page with one button; a GET never unsubscribes (link scanners follow GETs)."""
-    try:
-        scope = _scope(request)
-    except tokens.InvalidLink as exc:
-        return _page("Link not valid", f"<p>{escape(exc.message)}</p>", status=400)
+    scope = _scope(request)  # a bad link is a JSON 400, like every error here
     what = "these emails" if scope.types and not scope.all_email else "all notification emails"
     form = (
         f'<p>Stop {what}?</p><form method="post" action="{escape(request.path_qs)}">'
@@ -67,12 +62,7 @@ async def confirm_page(request: web.Request) -> web.Response:
 async def unsubscribe(request: web.Request) -> web.Response:
     """One click from the mail client (body `List-Unsubscribe=One-Click`) or the page."""
     await request.read()  # the RFC 8058 body carries nothing the token does not
-    try:
-        scope = _scope(request)
-    except tokens.InvalidLink as exc:
-        if _wants_html(request):
-            return _page("Link not valid", f"<p>{escape(exc.message)}</p>", status=400)
-        raise
+    scope = _scope(request)
     prefs = await service.unsubscribe(sessionmaker=request.app[keys.SESSIONMAKER], scope=scope)
     if _wants_html(request):
         return _page("Unsubscribed", "<p>You will no longer receive these emails.</p>")

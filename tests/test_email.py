@@ -270,3 +270,14 @@ async def test_outbox_backend_writes_eml_files_logged_as_sent(
         assert "Subject: To the outbox" in text and "List-Unsubscribe-Post" in text
     finally:
         await server.close()
+
+
+async def test_the_address_comes_from_the_email_claim_on_connect(
+    mail_server: RunningServer, inbox: Inbox
+) -> None:
+    token = mail_server.token("dora", email="dora@example.com", name="Dora")
+    await mail_server.connect("dora", auth={"token": token})
+    await mail_server.publish(["dora"], title="Seen by the socket and the inbox")
+    assert await worker_of(mail_server).drain() == 1
+    [(rcpt, message)] = inbox.messages
+    assert rcpt == ["dora@example.com"] and message["To"] == "Dora <dora@example.com>"

@@ -114,6 +114,11 @@ async def test_forged_altered_login_and_expired_tokens_are_refused(
     assert body["error"]["message"] == "this unsubscribe link has expired"
     status, body = await mail_server.request("POST", "/api/v1/unsubscribe")
     assert status == 422
+    async with mail_server.http.get(
+        f"{mail_server.url}/api/v1/unsubscribe?token={refused['forged']}"
+    ) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "invalid_token"
     status, prefs = await mail_server.request("GET", "/api/v1/preferences", sub="alice")
     assert prefs["email_notifications"] is True
 
