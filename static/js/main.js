@@ -158,10 +158,22 @@ async function loadMore() {
   return request;
 }
 
+/**
+ * The badge has two sources: the socket's unread_count (in order, after each commit) and REST.
+ * A REST answer is only used if nothing newer came in while it was on its way.
+ */
+let countEpoch = 0;
+
+function setUnread(count) {
+  countEpoch += 1;
+  store.setUnread(count);
+}
+
 async function refreshCount() {
+  const epoch = ++countEpoch;
   try {
     const { count } = await api.unreadCount();
-    store.setUnread(count);
+    if (epoch === countEpoch) store.setUnread(count);
   } catch {
     // The socket's unread_count will correct it.
   }
@@ -170,7 +182,7 @@ async function refreshCount() {
 async function markRead(id) {
   const changed = store.markRead([id]);
   if (!changed.length) return;
-  store.setUnread(store.unread - 1);
+  setUnread(store.unread - 1);
   try {
     await api.markRead(id);
   } catch (error) {
@@ -183,12 +195,12 @@ async function markRead(id) {
 async function markAllRead() {
   const changed = store.markAllRead();
   const before = store.unread;
-  store.setUnread(0);
+  setUnread(0);
   try {
     await api.markAllRead();
   } catch (error) {
     store.markUnread(changed);
-    store.setUnread(before);
+    setUnread(before);
     panel.showError(`Could not mark all read. ${describeError(error)}`);
   }
 }
@@ -196,7 +208,7 @@ async function markAllRead() {
 async function remove(id) {
   const removed = store.remove(id);
   if (!removed) return;
-  if (!removed.read_at) store.setUnread(store.unread - 1);
+  if (!removed.read_at) setUnread(store.unread - 1);
   try {
     await api.remove(id);
   } catch (error) {
@@ -250,7 +262,7 @@ realtime.addEventListener("notification", ({ detail: notification }) => {
 });
 
 realtime.addEventListener("unread_count", ({ detail }) => {
-  if (typeof detail?.count === "number") store.setUnread(detail.count);
+  if (typeof detail?.count === "number") setUnread(detail.count);
   // The server coalesced a burst for this tab: fetch what it held back.
   if (detail?.missed) realtime.sync(store.lastSeq).catch(() => reloadInbox());
 });
