@@ -32,6 +32,7 @@ class Inbox:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.messages: list[tuple[list[str], EmailMessage]] = []
+        self.raw: list[bytes] = []  # as received, before any re-serialisation
         self.refuse: str | None = None
         self.delay = 0.0  # seconds per message, to make concurrent senders overlap
         self._lock = threading.Lock()
@@ -61,6 +62,7 @@ class Inbox:
         assert isinstance(message, EmailMessage)
         with self._lock:
             self.messages.append((list(envelope.rcpt_tos), message))
+            self.raw.append(envelope.original_content or envelope.content)
         return "250 Message accepted for delivery"
 
 

@@ -51,6 +51,8 @@ async def test_message_arrives_with_recipient_subject_both_parts_and_unsubscribe
     assert "Bcc" not in message and "victim" not in "".join(rcpt)
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["List-Unsubscribe"].startswith(f"<{APP_URL}/api/v1/unsubscribe?token=")
+    unfolded = f"\r\nList-Unsubscribe: <{APP_URL}/api/v1/unsubscribe?token=".encode()
+    assert unfolded in inbox.raw[0]  # one line, no encoded-words: what mail clients parse
     body = parts(message)
     assert set(body) == {"text/plain", "text/html"}
     assert "Version <b>2</b> is live" in body["text/plain"]

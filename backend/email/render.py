@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
@@ -15,6 +16,9 @@ from urllib.parse import urljoin
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# Never fold headers: folding turns a long List-Unsubscribe URL into RFC 2047 encoded-words,
+# which mail clients do not decode there; 998 octets is the line limit of RFC 5322.
+POLICY = policy.SMTP.clone(max_line_length=998)
 # Everything that could end a header line or hide in one: C0/C1 controls and Unicode separators.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SPACES = re.compile(r"\s{2,}")
@@ -96,7 +100,7 @@ def build_message(
 ) -> EmailMessage:
     """A multipart/alternative message; the Message-ID is stable per email_logs row."""
     text, html = render(letter, template)
-    message = EmailMessage()
+    message = EmailMessage(policy=POLICY)
     message["From"] = sender
     name = sanitize_header(letter.recipient_name or "", max_length=100)
     message["To"] = formataddr((name, recipient)) if name else str(Address(addr_spec=recipient))

@@ -7,6 +7,7 @@ import logging
 import os
 import tempfile
 from email.message import EmailMessage
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Protocol
 
@@ -46,7 +47,9 @@ class SmtpTransport:
         s = self._settings
         try:
             await aiosmtplib.send(
-                message,
+                # bytes, flattened with the message's own policy: aiosmtplib's would fold headers
+                message.as_bytes(),
+                sender=parseaddr(str(message["From"]))[1],
                 recipients=[recipient],
                 hostname=self._host,
                 port=s.smtp_port,
