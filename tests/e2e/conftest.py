@@ -6,13 +6,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, async_playwright
+from playwright.async_api import Browser, BrowserContext, async_playwright, expect
 
 from backend.config import Settings
 
 from ..conftest import make_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Two cores shared with the rest of the suite: generous waits, which cost nothing when green.
+expect.set_options(timeout=15_000)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -55,7 +57,7 @@ async def browser() -> AsyncIterator[Browser]:
 async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     """One browser profile: its tabs share localStorage, like two tabs of one person."""
     context = await browser.new_context(viewport={"width": 1100, "height": 760})
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(15_000)
     try:
         yield context
     finally:
