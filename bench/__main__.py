@@ -51,6 +51,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     p.add_argument("--ping-interval", type=float, default=25.0)
     p.add_argument("--idle-seconds", type=float, default=None, help="default 2 ping intervals")
     p.add_argument("--fanout-repeat", type=int, default=3)
+    p.add_argument("--fanout-chunk", type=int, default=1000, help="recipients per fan-out POST")
     p.add_argument("--targeted-n", type=int, default=1000, help="users for the rate ladders")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per rate step")
     p.add_argument("--rates", type=_floats, default=None, help="POST/s, single recipient")
@@ -71,6 +72,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
         ping_interval=args.ping_interval,
         idle_seconds=args.idle_seconds,
         fanout_repeat=args.fanout_repeat,
+        fanout_chunk=args.fanout_chunk,
         targeted_n=args.targeted_n,
         duration=args.duration,
         recovery_n=args.recovery_n,

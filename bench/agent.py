@@ -218,11 +218,19 @@ class Agent:
                     "data": {"bench_t": due},
                     **extra,
                 }
-                if "topic" not in extra:
-                    body["user_ids"] = recipients
-                task = asyncio.create_task(one(orjson.dumps(body), len(recipients)))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                if "topic" in extra:
+                    chunks = [recipients]
+                else:
+                    # A server may cap recipients per request (ours: 1000): one fan-out is then
+                    # several POSTs sent at the same moment with the same bench_t.
+                    size = int(msg.get("chunk") or len(recipients))
+                    chunks = [recipients[j : j + size] for j in range(0, len(recipients), size)]
+                for part in chunks:
+                    if "topic" not in extra:
+                        body["user_ids"] = part
+                    task = asyncio.create_task(one(orjson.dumps(body), len(part)))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
             send_s = time.perf_counter() - started
             if tasks:
                 await asyncio.wait(tasks, timeout=float(msg.get("drain_timeout", 60)))

@@ -8,6 +8,7 @@ processes over Redis, `start(..., procs=k)`) only has to start more of them.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import pwd
 import shutil
@@ -25,7 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 NODE_DIR = BENCH / "node"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_BIN = max(
+    (Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")),
+    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    default=Path("/usr/lib/postgresql/15/bin"),
+)
 SERVERS = ("ours", "ref-python", "ref-python-frozen", "ref-node")
 
 
@@ -253,6 +258,11 @@ def start_server(
         cwd = NODE_DIR
     else:
         raise ValueError(f"unknown server {name!r}; one of {SERVERS}")
+    profile_dir = os.environ.get("BENCH_PROFILE_DIR")
+    if profile_dir and command[0] == sys.executable:
+        # cProfile writes its stats when the server exits on SIGTERM (GracefulExit).
+        out = Path(profile_dir) / f"{name}-{port}.prof"
+        command = [sys.executable, "-m", "cProfile", "-o", str(out), *command[1:]]
     if cpus:
         command = ["taskset", "-c", cpus, *command]
     log_dir = log_dir or Path(tempfile.gettempdir())
