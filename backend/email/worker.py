@@ -96,6 +96,11 @@ class EmailWorker:
         except DeliveryError as exc:
             await self._failed_attempt(row, exc, fixed_now)
             return
+        except Exception as exc:  # unexpected: count it as an attempt rather than wait a lease
+            log.exception("email %s: unexpected error while sending", row.id)
+            reason = f"unexpected error: {exc!r}"
+            await self._failed_attempt(row, DeliveryError(reason, permanent=False), fixed_now)
+            return
         done = fixed_now or utcnow()
         await self._settle(
             row, done, queue.SENT, sent_at=done, subject=composed.subject, failed_reason=None
