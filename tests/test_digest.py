@@ -16,18 +16,18 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from backend import migrate
+from backend import keys, migrate
 from backend.config import Settings
 from backend.db import create_engine, create_sessionmaker
 from backend.email.policy import last_window
 from backend.email.worker import EmailWorker
-from backend.models import Notification
+from backend.models import Notification, utcnow
 from backend.schemas import PreferencesUpdate
 from backend.services.digests import plan_digests, queue_digests
 from backend.services.preferences import update_preferences
 from backend.services.users import upsert_user
 
-from .conftest import TEST_SECRET, make_settings
+from .conftest import TEST_SECRET, RunningServer, make_settings
 from .email_helpers import Inbox, add_notification, inbox, logs, parts
 
 __all__ = ["inbox"]  # fixture
@@ -252,3 +252,27 @@ async def test_cli_digest_dry_run_shows_who_would_get_what_and_queues_nothing(
     out = await asyncio.to_thread(cli, "--at", "2026-11-23T10:30:00Z")
     assert "queued 0" in out
     assert [r.kind for r in await logs(db.sessionmaker)] == ["digest"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_server_schedules_and_sends_digests_by_itself(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(database_url, tmp_path, email_poll_seconds=0.05)
+    server = RunningServer(settings)
+    await server.start()
+    try:
+        db = Db(settings, server.app[keys.SESSIONMAKER])
+        await db.user("carol", "carol@example.com", digest_frequency="hourly")
+        await add_notification(
+            db.sessionmaker, "carol", created_at=utcnow() - timedelta(hours=1), title="last hour"
+        )
+        await server.stop()  # a restart: the worker checks digests as it starts
+        await server.start()
+        async with asyncio.timeout(10):
+            while not list((tmp_path / "outbox").glob("*.eml")):
+                await asyncio.sleep(0.05)
+        [row] = await logs(server.app[keys.SESSIONMAKER])
+        assert (row.kind, row.status) == ("digest", "sent")
+    finally:
+        await server.close()
