@@ -174,7 +174,7 @@ class Agent:
         max_lag_ns = 0
         http_ms: list[float] = []
         connector = aiohttp.TCPConnector(
-            limit=int(msg.get("connections", 128)), local_addr=(self.source, 0)
+            limit=int(msg.get("connections", 32)), local_addr=(self.source, 0)
         )
         timeout = aiohttp.ClientTimeout(total=float(msg.get("request_timeout", 30)))
 
@@ -194,6 +194,15 @@ class Agent:
                 statuses[key] = statuses.get(key, 0) + 1
                 http_ms.append((time.perf_counter() - t) * 1000)
 
+            # Open the keep-alive connections before the clock starts: a burst of new
+            # connections at a high rate overflows the server's listen backlog (SYN retries).
+            base = url.split("/api/", 1)[0]
+
+            async def warm() -> None:
+                async with session.get(base + "/health/live") as resp:
+                    await resp.read()
+
+            await asyncio.gather(*(warm() for _ in range(connector.limit)), return_exceptions=True)
             tasks: set[asyncio.Task[None]] = set()
             interval_ns = int(1e9 / rate)
             t0 = time.time_ns() + 20_000_000
