@@ -150,8 +150,16 @@ async def email_worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def shutdown_sockets(app: web.Application) -> None:
-    """Disconnect clients cleanly before the web server goes away."""
-    await app[keys.SIO].shutdown()
+    """Close every client's transport before the web server goes away.
+
+    python-socketio's shutdown() only stops its background tasks; without this, open websockets
+    would hold the exit for a ping interval plus timeout. An Engine.IO-level close (not a
+    Socket.IO disconnect) tells the official clients to reconnect, with backoff and `last_seq`.
+    """
+    sio = app[keys.SIO]
+    if sio.eio.sockets:
+        await sio.eio.disconnect()
+    await sio.shutdown()
 
 
 async def index(_request: web.Request) -> web.StreamResponse:

@@ -12,7 +12,7 @@ from backend.schemas import ErrorBody
 
 from .http import Operation
 
-PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+PATH_PARAM = re.compile(r"\{(\w+)(?::([^}]*))?\}")
 REF = "#/components/schemas/{model}"
 
 
@@ -27,7 +27,7 @@ def build_openapi(operations: list[Operation], *, version: str) -> dict[str, Any
     components = schema.get("$defs", {})
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        path = PATH_PARAM.sub(r"{\1}", op.path)
+        path = PATH_PARAM.sub(r"{\1}", op.path)  # drop aiohttp's {name:regex} patterns
         paths.setdefault(path, {})[op.method.lower()] = _operation(op)
     return {
         "openapi": "3.1.0",
@@ -50,8 +50,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         success["content"] = {"application/json": {"schema": ref}}
     responses: dict[str, Any] = {str(op.status): success}
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
-        for name in PATH_PARAM.findall(op.path)
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(pattern)}
+        for name, pattern in PATH_PARAM.findall(op.path)
     ]
     if op.query is not None:
         query_schema = op.query.model_json_schema(ref_template=REF)
@@ -88,3 +88,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     if "{" in op.path:
         responses["404"] = {"description": "not found (or not the caller's)", **error}
     return result
+
+
+def _path_schema(pattern: str) -> dict[str, str]:
+    """`{id:[0-9]+}` is an integer; any other path parameter is a string."""
+    return {"type": "integer"} if pattern == "[0-9]+" else {"type": "string"}

@@ -310,3 +310,11 @@ async def test_idempotency_keys_past_retention_are_purged(server: RunningServer)
     assert status == 201
     _, listed = await server.request("GET", "/api/v1/notifications", sub="alice")
     assert len(listed["notifications"]) == 2
+
+
+async def test_openapi_path_parameters_have_their_types(server: RunningServer) -> None:
+    _, doc = await server.request("GET", "/api/v1/openapi.json")
+    [by_id] = doc["paths"]["/api/v1/notifications/{id}"]["get"]["parameters"]
+    assert by_id["schema"] == {"type": "integer"}
+    [topic] = doc["paths"]["/api/v1/topics/{topic}/subscription"]["put"]["parameters"]
+    assert topic["schema"] == {"type": "string"}

@@ -235,12 +235,15 @@ async def test_status_and_stats_endpoints(server: RunningServer) -> None:
     assert len(stats["processes"]) == 1
 
 
-async def test_shutdown_disconnects_clients_cleanly(server: RunningServer) -> None:
+async def test_shutdown_disconnects_clients_at_once(make_server: MakeServer) -> None:
+    # Production ping settings: a shutdown that left sockets open would take 45 s.
+    server = await make_server(ping_interval_seconds=25, ping_timeout_seconds=20)
     alice = await server.connect("alice")
     reasons: list[Any] = []
     alice.client.on("disconnect", lambda reason=None: reasons.append(reason))
-    await server.stop()
-    async with asyncio.timeout(5):
+    stopping = asyncio.create_task(server.stop())
+    async with asyncio.timeout(3):
         while alice.client.connected:
             await asyncio.sleep(0.05)
+    await stopping
     assert reasons
