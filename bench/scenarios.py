@@ -139,35 +139,41 @@ async def connect_hold(env: Env, name: str) -> list[Row]:
     rows = []
     idle = opts.idle_seconds if opts.idle_seconds is not None else 2 * opts.ping_interval
     for n in opts.n:
-        async with session(env, name, n, f"h{n}u") as (running, pool, conn):
-            connected = conn["connected"]
-            meter = Meter(running)
-            await asyncio.sleep(idle)
-            cpu, _, wall = meter.read()
-            status = await pool.status()
-            rss = running.rss_bytes()
-            rows.append(
-                {
-                    "scenario": "connect-hold",
-                    "server": name,
-                    "n": n,
-                    "connected": connected,
-                    "refused": conn["refused"],
-                    "connects_per_s": round(connected / conn["elapsed_s"]),
-                    "connect_cpu_us": round(
-                        (conn["cpu1"] - conn["cpu0"]) / max(1, connected) * 1e6
-                    ),
-                    "rss_mb": round(rss / 2**20, 1),
-                    "rss_per_conn_kb": round((rss - conn["rss0"]) / max(1, connected) / 1024, 1),
-                    "idle_s": round(wall, 1),
-                    "idle_cpu_pct": round(cpu / wall * 100, 2),
-                    "pings": status["pings"],
-                    "open_after_idle": status["open"],
-                    "drops": status["dropped"],
-                }
-            )
-            opts.log(f"  {rows[-1]}")
+        try:
+            rows.append(await _connect_hold_one(env, name, n, idle))
+        except Exception as exc:  # keep the sizes already measured
+            rows.append({"scenario": "connect-hold", "server": name, "n": n, "error": repr(exc)})
+            opts.log(f"  {name} n={n} FAILED: {exc!r}")
     return rows
+
+
+async def _connect_hold_one(env: Env, name: str, n: int, idle: float) -> Row:
+    opts = env.opts
+    async with session(env, name, n, f"h{n}u") as (running, pool, conn):
+        connected = conn["connected"]
+        meter = Meter(running)
+        await asyncio.sleep(idle)
+        cpu, _, wall = meter.read()
+        status = await pool.status()
+        rss = running.rss_bytes()
+        row = {
+            "scenario": "connect-hold",
+            "server": name,
+            "n": n,
+            "connected": connected,
+            "refused": conn["refused"],
+            "connects_per_s": round(connected / conn["elapsed_s"]),
+            "connect_cpu_us": round((conn["cpu1"] - conn["cpu0"]) / max(1, connected) * 1e6),
+            "rss_mb": round(rss / 2**20, 1),
+            "rss_per_conn_kb": round((rss - conn["rss0"]) / max(1, connected) / 1024, 1),
+            "idle_s": round(wall, 1),
+            "idle_cpu_pct": round(cpu / wall * 100, 2),
+            "pings": status["pings"],
+            "open_after_idle": status["open"],
+            "drops": status["dropped"],
+        }
+        opts.log(f"  {row}")
+        return row
 
 
 async def _settle(running: Running, seconds: float = 0.3) -> None:

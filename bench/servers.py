@@ -205,8 +205,10 @@ class Running:
         return all(p.poll() is None for p in self.procs)
 
     def stop(self) -> None:
+        # Longer under cProfile: it writes its stats on the way out.
+        timeout = 60 if os.environ.get("BENCH_PROFILE_DIR") else 10
         for proc in self.procs:
-            stop_process(proc)
+            stop_process(proc, timeout)
 
 
 def start_server(
