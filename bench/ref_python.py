@@ -19,9 +19,13 @@ import socketio
 from aiohttp import web
 
 
-def build(secret: str, ping_interval: float, ping_timeout: float) -> web.Application:
+def build(
+    secret: str, ping_interval: float, ping_timeout: float, redis_url: str | None = None
+) -> web.Application:
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
+        # Several processes reach each other's clients through Redis (the scale-out shape).
+        client_manager=socketio.AsyncRedisManager(redis_url) if redis_url else None,
         cors_allowed_origins="*",
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
@@ -83,6 +87,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9002)
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up")
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--redis", default=None, help="redis:// URL: fan out between processes")
     args = parser.parse_args()
     if not args.no_uvloop:
         import uvloop
@@ -92,6 +97,7 @@ def main() -> None:
         os.environ["JWT_SECRET"],
         float(os.environ.get("PING_INTERVAL_SECONDS", "25")),
         float(os.environ.get("PING_TIMEOUT_SECONDS", "20")),
+        args.redis,
     )
     if args.gc_freeze:
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .harness import AgentPool, percentile
-from .servers import Postgres, Running, start_server
+from .servers import Postgres, Redis, Running, start_server
 
 Row = dict[str, Any]
 
@@ -43,6 +43,7 @@ class Options:
     recovery_k: int = 50
     database_url: str | None = None
     concurrency: int = 64
+    procs: int = 1  # server processes; > 1 joins them over a Redis the harness starts
     secret: str = field(default_factory=lambda: secrets.token_hex(24))
     log: Callable[[str], None] = print
 
@@ -53,6 +54,14 @@ class Env:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.postgres: Postgres | None = None
+        self.redis: Redis | None = None
+
+    def redis_url(self) -> str | None:
+        if self.opts.procs <= 1:
+            return None
+        if self.redis is None:
+            self.redis = Redis.start(self.opts.db_cpus)
+        return self.redis.url
 
     def pg(self) -> Postgres | None:
         if self.opts.database_url:
@@ -62,6 +71,9 @@ class Env:
         return self.postgres
 
     def close(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
         if self.postgres is not None:
             self.postgres.stop()
             self.postgres = None
@@ -81,6 +93,8 @@ async def session(
         ping_interval=opts.ping_interval,
         postgres=env.pg() if name == "ours" else None,
         database_url=opts.database_url if name == "ours" else None,
+        procs=opts.procs,
+        redis_url=env.redis_url(),
     )
     pool: AgentPool | None = None
     try:

@@ -220,13 +220,16 @@ def start_server(
     postgres: Postgres | None = None,
     database_url: str | None = None,
     procs: int = 1,
+    redis_url: str | None = None,
     log_dir: Path | None = None,
 ) -> Running:
-    """Start `name` pinned to `cpus`; `procs` > 1 is the scale-out hook (needs REDIS_URL)."""
-    if procs != 1:
-        raise NotImplementedError("scale-out: start k processes with REDIS_URL (see README)")
+    """Start `name` pinned to `cpus`: one process, or `procs` processes joined over Redis (the
+    scale-out shape: agents spread over the endpoints, publishers post to the first one)."""
+    if procs > 1 and not redis_url:
+        raise ValueError("several processes need redis_url")
+    if procs > 1 and name == "ref-node":
+        raise NotImplementedError("ref-node over Redis needs @socket.io/redis-adapter")
     host = "127.0.0.1"
-    port = free_port()
     env = dict(os.environ)
     env.update(
         JWT_SECRET=secret,
@@ -235,6 +238,8 @@ def start_server(
         PING_INTERVAL_MS=str(int(ping_interval * 1000)),
         PING_TIMEOUT_MS="20000",
     )
+    if procs > 1 and redis_url:
+        env["REDIS_URL"] = redis_url
     side: Callable[[], list[int]] = list
     if name == "ours":
         if database_url is None:
@@ -246,7 +251,6 @@ def start_server(
         env.update(
             DATABASE_URL=database_url,
             HOST=host,
-            PORT=str(port),
             LOG_LEVEL="WARNING",
             AUTO_MIGRATE="true",
             # The bench drives one process far past a deployment's per-client limits.
@@ -257,21 +261,52 @@ def start_server(
             STATS_INTERVAL_SECONDS="3600",
             CLEANUP_INTERVAL_SECONDS="3600",
         )
-        command = [sys.executable, "-m", "backend", "serve"]
-        cwd = ROOT
-    elif name in ("ref-python", "ref-python-frozen"):
+    elif name not in SERVERS:
+        raise ValueError(f"unknown server {name!r}; one of {SERVERS}")
+    if name == "ref-node" and not (NODE_DIR / "node_modules").is_dir():
+        raise RuntimeError("bench/node/node_modules is missing: cd bench/node && npm ci")
+    running = Running(name, [], [], [], side)
+    try:
+        for _ in range(procs):
+            # One at a time: ours migrates its database on start.
+            port = free_port()
+            proc, log = _launch(
+                name, host, port, env, cpus, log_dir, redis_url if procs > 1 else None
+            )
+            running.procs.append(proc)
+            running.endpoints.append((host, port))
+            running.logs.append(log)
+    except BaseException:
+        running.stop()
+        raise
+    return running
+
+
+def _command(name: str, host: str, port: int, redis_url: str | None) -> tuple[list[str], Path]:
+    if name == "ours":
+        return [sys.executable, "-m", "backend", "serve"], ROOT
+    if name in ("ref-python", "ref-python-frozen"):
         command = [sys.executable, str(BENCH / "ref_python.py"), "--host", host, "--port",
                    str(port)]  # fmt: skip
         if name == "ref-python-frozen":
             command.append("--gc-freeze")
-        cwd = BENCH
-    elif name == "ref-node":
-        if not (NODE_DIR / "node_modules").is_dir():
-            raise RuntimeError("bench/node/node_modules is missing: cd bench/node && npm ci")
-        command = ["node", str(NODE_DIR / "server.js"), "--host", host, "--port", str(port)]
-        cwd = NODE_DIR
-    else:
-        raise ValueError(f"unknown server {name!r}; one of {SERVERS}")
+        if redis_url:
+            command += ["--redis", redis_url]
+        return command, BENCH
+    return ["node", str(NODE_DIR / "server.js"), "--host", host, "--port", str(port)], NODE_DIR
+
+
+def _launch(
+    name: str,
+    host: str,
+    port: int,
+    env: dict[str, str],
+    cpus: str | None,
+    log_dir: Path | None,
+    redis_url: str | None,
+) -> tuple[subprocess.Popen[bytes], Path]:
+    command, cwd = _command(name, host, port, redis_url)
+    env = dict(env, PORT=str(port))
     profile_dir = os.environ.get("BENCH_PROFILE_DIR")
     if profile_dir and command[0] == sys.executable:
         # cProfile writes its stats when the server exits on SIGTERM (GracefulExit).
@@ -279,14 +314,44 @@ def start_server(
         command = [sys.executable, "-m", "cProfile", "-o", str(out), *command[1:]]
     if cpus:
         command = ["taskset", "-c", cpus, *command]
-    log_dir = log_dir or Path(tempfile.gettempdir())
-    log = log_dir / f"bench-{name}-{port}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    log = (log_dir or Path(tempfile.gettempdir())) / f"bench-{name}-{port}.log"
+    with open(log, "wb") as out_file:
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=out_file, stderr=subprocess.STDOUT
+        )
     try:
         wait_port(host, port, proc, timeout=60)
     except RuntimeError as exc:
         stop_process(proc)
         tail = log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{name}: {exc}\n{tail}") from None
-    return Running(name, [proc], [(host, port)], [log], side)
+    return proc, log
+
+
+@dataclass
+class Redis:
+    """A throw-away redis-server for the scale-out runs (no persistence)."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @classmethod
+    def start(cls, cpus: str | None = None) -> Redis:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        port = free_port()
+        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no"]  # fmt: skip
+        if cpus:
+            command = ["taskset", "-c", cpus, *command]
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port("127.0.0.1", port, proc, timeout=15)
+        return cls(port, proc)
+
+    def stop(self) -> None:
+        stop_process(self.proc)

@@ -82,3 +82,18 @@ async def test_harness_delivers_everything(server: str, tmp_path: Path) -> None:
             assert rec["skipped"]
     finally:
         env.close()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+@pytest.mark.parametrize("server", ["ref-python", "ours"])
+async def test_harness_scale_out_over_redis(server: str, tmp_path: Path) -> None:
+    """Two server processes over Redis: clients on both, publishing to the first reaches all."""
+    opts = _options(tmp_path)
+    opts.procs = 2
+    opts.fanout_chunk = 50
+    env = Env(opts)
+    try:
+        [fan] = await SCENARIOS["fanout"](env, server)
+        assert fan["connected"] == N and fan["delivered"] == N, fan
+    finally:
+        env.close()
