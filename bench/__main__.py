@@ -58,6 +58,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     p.add_argument("--rates100", type=_floats, default=None, help="POST/s, 100 recipients")
     p.add_argument("--recovery-n", type=int, default=1000)
     p.add_argument("--recovery-k", type=int, default=50)
+    p.add_argument("--compress", action="store_true", help="offer permessage-deflate")
     p.add_argument("--procs", type=int, default=1, help="server processes (>1: over Redis)")
     p.add_argument("--database-url", default=None, help="ours: use this DB instead of a new PG")
     p.add_argument("--max-seconds", type=float, default=3600, help="the whole run's bound")
@@ -80,6 +81,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
         recovery_k=args.recovery_k,
         database_url=args.database_url,
         procs=args.procs,
+        compress=args.compress,
     )
     if args.rates:
         opts.rates = args.rates

@@ -41,6 +41,7 @@ class Agent:
         self.sink = Sink()
         self.conns: dict[str, Conn] = {}
         self.endpoint: tuple[str, int] = ("127.0.0.1", 0)
+        self.compress = False
 
     # -- connections --------------------------------------------------------------------------
     async def _connect_many(
@@ -49,6 +50,7 @@ class Agent:
         concurrency: int,
         timeout: float,
         extra: dict[str, dict[str, Any]] | None = None,
+        compress: bool = False,
     ) -> dict[str, Any]:
         host, port = self.endpoint
         refused: dict[str, int] = {}
@@ -63,8 +65,9 @@ class Agent:
                 if extra and user in extra:
                     auth.update(extra[user])
                 conn, reason = await open_conn(
-                    self.loop, user, auth, host, port, self.source, self.sink, timeout
-                )
+                    self.loop, user, auth, host, port, self.source, self.sink, timeout,
+                    compress=compress,
+                )  # fmt: skip
                 if conn is None:
                     key = (reason or "?")[:80]
                     refused[key] = refused.get(key, 0) + 1
@@ -86,8 +89,12 @@ class Agent:
     async def cmd_connect(self, msg: dict[str, Any]) -> dict[str, Any]:
         self.endpoint = (msg["host"], int(msg["port"]))
         users = [f"{msg['prefix']}{i}" for i in range(msg["start"], msg["start"] + msg["count"])]
+        self.compress = bool(msg.get("compress"))
         return await self._connect_many(
-            users, int(msg.get("concurrency", 64)), float(msg.get("timeout", 20))
+            users,
+            int(msg.get("concurrency", 64)),
+            float(msg.get("timeout", 20)),
+            compress=self.compress,
         )
 
     async def cmd_reconnect(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +104,11 @@ class Agent:
         seqs = {u: self.conns[u].last_seq for u in users}
         self.conns.clear()
         result = await self._connect_many(
-            users, int(msg.get("concurrency", 64)), float(msg.get("timeout", 20)), extra
+            users,
+            int(msg.get("concurrency", 64)),
+            float(msg.get("timeout", 20)),
+            extra,
+            compress=self.compress,
         )
         for user, conn in self.conns.items():
             conn.last_seq = max(conn.last_seq, seqs.get(user, 0))

@@ -69,6 +69,7 @@ class AgentPool:
         n: int,
         concurrency: int = 64,
         timeout: float = 120,
+        compress: bool = False,
     ) -> dict[str, Any]:
         """Users prefix0..prefix{n-1}, split evenly over the client agents (and endpoints)."""
         k = len(self.clients)
@@ -88,6 +89,7 @@ class AgentPool:
                         "count": count,
                         "concurrency": concurrency,
                         "timeout": min(timeout, 30),
+                        "compress": compress,
                     },
                     timeout,
                 )  # fmt: skip

@@ -43,6 +43,7 @@ class Options:
     recovery_k: int = 50
     database_url: str | None = None
     concurrency: int = 64
+    compress: bool = False  # offer permessage-deflate (and let every server accept it)
     procs: int = 1  # server processes; > 1 joins them over a Redis the harness starts
     secret: str = field(default_factory=lambda: secrets.token_hex(24))
     log: Callable[[str], None] = print
@@ -95,6 +96,7 @@ async def session(
         database_url=opts.database_url if name == "ours" else None,
         procs=opts.procs,
         redis_url=env.redis_url(),
+        compress=opts.compress,
     )
     pool: AgentPool | None = None
     try:
@@ -108,7 +110,12 @@ async def session(
         base = {"rss0": running.rss_bytes(), "cpu0": running.cpu_seconds()}
         # Bounded, but never shorter than connecting at 50/s takes.
         conn = await pool.connect(
-            running.endpoints, prefix, n, opts.concurrency, timeout=60 + n / 50
+            running.endpoints,
+            prefix,
+            n,
+            opts.concurrency,
+            timeout=60 + n / 50,
+            compress=opts.compress,
         )
         conn.update(base)
         conn["rss1"] = running.rss_bytes()

@@ -221,6 +221,7 @@ def start_server(
     database_url: str | None = None,
     procs: int = 1,
     redis_url: str | None = None,
+    compress: bool = False,
     log_dir: Path | None = None,
 ) -> Running:
     """Start `name` pinned to `cpus`: one process, or `procs` processes joined over Redis (the
@@ -240,6 +241,10 @@ def start_server(
     )
     if procs > 1 and redis_url:
         env["REDIS_URL"] = redis_url
+    # permessage-deflate when the client offers it: ours and node only on request;
+    # python-engineio's aiohttp websocket always accepts it.
+    env["WEBSOCKET_COMPRESSION"] = "true" if compress else "false"
+    env["PER_MESSAGE_DEFLATE"] = "1" if compress else "0"
     side: Callable[[], list[int]] = list
     if name == "ours":
         if database_url is None:

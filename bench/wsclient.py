@@ -14,6 +14,7 @@ import base64
 import os
 import struct
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -65,7 +66,9 @@ class Conn(asyncio.Protocol):
         "auth",
         "buf",
         "closing",
+        "compress",
         "frag",
+        "inflater",
         "handshake_done",
         "host",
         "last_seq",
@@ -85,7 +88,10 @@ class Conn(asyncio.Protocol):
         sink: Sink,
         ready: asyncio.Future[str | None],
         on_lost: Callable[[Conn], None] | None = None,
+        compress: bool = False,
     ) -> None:
+        self.compress = compress
+        self.inflater: Any = None
         self.user = user
         self.auth = auth
         self.host = host
@@ -108,7 +114,9 @@ class Conn(asyncio.Protocol):
             (
                 "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
                 f"Host: {self.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                + ("Sec-WebSocket-Extensions: permessage-deflate\r\n" if self.compress else "")
+                + "\r\n"
             ).encode()
         )
 
@@ -130,8 +138,13 @@ class Conn(asyncio.Protocol):
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            status = bytes(buf[:end]).split(b"\r\n", 1)[0]
+            head = bytes(buf[:end])
+            status = head.split(b"\r\n", 1)[0]
             del buf[: end + 4]
+            if b"permessage-deflate" in head.lower():
+                # What the server sends with RSV1 set is deflated (context kept or not: one
+                # decompressor per connection reads both); what we send stays plain.
+                self.inflater = zlib.decompressobj(-15)
             if b" 101 " not in status + b" ":
                 self._fail(f"http: {status.decode(errors='replace')}")
                 return
@@ -168,8 +181,16 @@ class Conn(asyncio.Protocol):
                     continue
                 payload = bytes(self.frag)
                 self.frag = None
+                if self.inflater is not None and payload[:1] == b"\x00":
+                    payload = self.inflater.decompress(payload[1:] + b"\x00\x00\xff\xff")
             elif opcode in (0x1, 0x2):
-                if not b0 & 0x80:
+                if b0 & 0x40 and self.inflater is not None:
+                    if not b0 & 0x80:
+                        self.frag = bytearray(b"\x00")  # marks a compressed message
+                        self.frag += payload
+                        continue
+                    payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
+                elif not b0 & 0x80:
                     self.frag = bytearray(payload)
                     continue
             elif opcode == 0x8:  # close
@@ -267,10 +288,11 @@ async def open_conn(
     sink: Sink,
     timeout: float,
     on_lost: Callable[[Conn], None] | None = None,
+    compress: bool = False,
 ) -> tuple[Conn | None, str | None]:
     """Connect one user; (conn, None) when Socket.IO-connected, else (None, reason)."""
     ready: asyncio.Future[str | None] = loop.create_future()
-    conn = Conn(user, auth, f"{host}:{port}", sink, ready, on_lost)
+    conn = Conn(user, auth, f"{host}:{port}", sink, ready, on_lost, compress)
     try:
         async with asyncio.timeout(timeout):
             await loop.create_connection(lambda: conn, host, port, local_addr=(source, 0))

@@ -88,7 +88,7 @@ const io = new Server(server, {
   transports: ["websocket", "polling"],
   pingInterval,
   pingTimeout,
-  perMessageDeflate: false,
+  perMessageDeflate: process.env.PER_MESSAGE_DEFLATE === "1",
   cors: { origin: "*" },
 });
 
