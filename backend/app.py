@@ -157,8 +157,9 @@ async def shutdown_sockets(app: web.Application) -> None:
     Socket.IO disconnect) tells the official clients to reconnect, with backoff and `last_seq`.
     """
     sio = app[keys.SIO]
-    if sio.eio.sockets:
-        await sio.eio.disconnect()
+    for sock in list(sio.eio.sockets.values()):
+        # wait=False: queue the CLOSE packet without waiting on a writer that may be gone.
+        await sock.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
     await sio.shutdown()
 
 
