@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet
 
+from .fast import text_frame, write_now
 from .limits import TokenBucket
 
 NOTIFICATION = "notification"
@@ -62,9 +64,62 @@ class DeliveryControl:
 
 
 class DeliveryMixin(socketio.AsyncManager):
-    """Encodes a packet once per emit and writes it to each recipient without a task each."""
+    """Encodes a packet once per emit and writes it to each recipient without a task each.
+
+    It also keeps an index of each session's rooms, so a disconnect costs the rooms the session
+    is in rather than a scan of every room on the server (python-socketio's own way, which made
+    a disconnect storm at 10k connections quadratic).
+    """
 
     delivery: DeliveryControl
+    _session_rooms: dict[tuple[str, str], set[Any]]
+
+    # -- the room index --------------------------------------------------------------------
+
+    def _rooms_of(self, sid: str, namespace: str) -> set[Any]:
+        index = self.__dict__.get("_session_rooms")
+        if index is None:
+            index = self._session_rooms = {}
+        key = (namespace, sid)
+        rooms = index.get(key)
+        if rooms is None:
+            rooms = index[key] = set()
+        return rooms
+
+    def basic_enter_room(
+        self, sid: str, namespace: str, room: Any, eio_sid: str | None = None
+    ) -> None:
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        self._rooms_of(sid, namespace).add(room)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        super().basic_leave_room(sid, namespace, room)
+        rooms = self.__dict__.get("_session_rooms", {}).get((namespace, sid))
+        if rooms is not None:
+            rooms.discard(room)
+
+    def basic_disconnect(self, sid: str, namespace: str, **_kwargs: Any) -> None:
+        rooms = self.__dict__.get("_session_rooms", {}).pop((namespace, sid), set())
+        if namespace in self.rooms:
+            # Named rooms first, the session's own and the namespace's `None` room last.
+            for room in sorted(rooms - {None, sid}, key=str):
+                super().basic_leave_room(sid, namespace, room)
+            for room in (sid, None):
+                if room in rooms:
+                    super().basic_leave_room(sid, namespace, room)
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            sids = pending.get(namespace)
+            if sids is not None and sid in sids:
+                sids.remove(sid)
+                if not sids:
+                    del pending[namespace]
+
+    def get_rooms(self, sid: str, namespace: str) -> list[Any]:
+        rooms = self.__dict__.get("_session_rooms", {}).get((namespace, sid), set())
+        return [room for room in rooms if room is not None]
+
+    # -- emitting --------------------------------------------------------------------------
 
     async def emit(  # type: ignore[override]
         self,
@@ -84,15 +139,32 @@ class DeliveryMixin(socketio.AsyncManager):
             )
             return
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+        await self._deliver(event, data, namespace, room, skip)
+
+    async def emit_each(self, event: str, items: list[tuple[str, Any]], namespace: str) -> None:
+        """One event to many rooms, each with its own data: a fan-out of stored notifications."""
+        if hasattr(self, "_publish"):  # pub/sub: every process must see each one
+            for room, data in items:
+                await self.emit(event, data, namespace, room=room)
+            return
+        if namespace not in self.rooms:
+            return
+        for room, data in items:
+            await self._deliver(event, data, namespace, room, set())
+
+    async def _deliver(
+        self, event: str, data: Any, namespace: str, room: str | None, skip: set[Any]
+    ) -> None:
+        """Local delivery: held during recovery, rate-limited, encoded once, written at once."""
         control = self.delivery
         if event == "unread_count" and room is not None and room.startswith("user:"):
             control.last_unread[room] = data
+        if isinstance(room, str) and not self.rooms[namespace].get(room):
+            return  # nobody here: the common case of a user with no open session
         args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
-        encoded = self.server.packet_class(
-            packet.EVENT, namespace=namespace, data=[event, *args]
-        ).encode()
-        parts = encoded if isinstance(encoded, list) else [encoded]
-        eio_packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+        frame: bytes | None = None
+        eio_packets: list[eio_packet.Packet] | None = None
+        sockets = self.server.eio.sockets
         sent = 0
         for sid, eio_sid in list(self.get_participants(namespace, room)):
             if sid in skip:
@@ -105,10 +177,23 @@ class DeliveryMixin(socketio.AsyncManager):
                 if not control.admit(sid):
                     self._coalesce(sid, namespace, room)
                     continue
+            sent += 1
+            if frame is None:
+                frame = _direct_frame(event, args, namespace)
+            if frame and write_now(sockets.get(eio_sid), frame):
+                continue
+            if eio_packets is None:
+                eio_packets = self._eio_packets(event, args, namespace)
             for eio_pkt in eio_packets:
                 await self.server._send_eio_packet(eio_sid, eio_pkt)
-            sent += 1
         control.events_out += sent
+
+    def _eio_packets(self, event: str, args: list[Any], namespace: str) -> list[eio_packet.Packet]:
+        encoded = self.server.packet_class(
+            packet.EVENT, namespace=namespace, data=[event, *args]
+        ).encode()
+        parts = encoded if isinstance(encoded, list) else [encoded]
+        return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
 
     def _coalesce(self, sid: str, namespace: str, room: str | None) -> None:
         """Too many for this session now: count them, and send one unread_count when it may."""
@@ -129,6 +214,18 @@ class DeliveryMixin(socketio.AsyncManager):
         last = control.last_unread.get(room or "") or {}
         payload = {"count": last.get("count"), "missed": missed}
         await self.emit("unread_count", payload, namespace, room=sid, ignore_queue=True)
+
+
+def _direct_frame(event: str, args: list[Any], namespace: str) -> bytes:
+    """The websocket frame of an Engine.IO MESSAGE carrying a Socket.IO EVENT, or b"" when the
+    packet needs the general encoder (another namespace, binary attachments)."""
+    if namespace != "/":
+        return b""
+    try:
+        body = orjson.dumps([event, *args])
+    except TypeError:
+        return b""
+    return text_frame(b"42" + body)
 
 
 class LocalManager(DeliveryMixin):

@@ -6,7 +6,7 @@ import socketio
 
 from ..config import Settings
 from .delivery import DeliveryControl, LocalManager, RedisManager
-from .fast import OrjsonModule, UncompressedWebSocket
+from .fast import OrjsonModule, UncompressedWebSocket, WriterQueue
 
 
 def create_socket_server(settings: Settings, control: DeliveryControl) -> socketio.AsyncServer:
@@ -39,4 +39,6 @@ def create_socket_server(settings: Settings, control: DeliveryControl) -> socket
     if not settings.websocket_compression:
         # python-engineio picks its websocket class from this table; ours turns deflate off.
         sio.eio._async = {**sio.eio._async, "websocket": UncompressedWebSocket}
+        # Lets DeliveryMixin write a frame directly when the socket's writer is idle (fast.py).
+        sio.eio.create_queue = lambda *args, **kwargs: WriterQueue(*args, **kwargs)
     return sio

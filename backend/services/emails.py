@@ -14,9 +14,10 @@ from ..email import queue, tokens
 from ..email.compose import immediate_subject
 from ..email.policy import email_frequency, is_type_override, unread_delay_minutes
 from ..errors import Conflict, NotFound
-from ..models import EmailLog, Notification, User, utcnow
+from ..models import EmailLog, User, utcnow
 from ..schemas import Preferences, PreferencesUpdate, TypeSetting
 from . import preferences as preference_service
+from .store import StoredNotification
 from .users import upsert_user
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def isoformat(value: datetime | None) -> str | None:
 
 
 async def queue_immediate(
-    session: AsyncSession, rows: Sequence[Notification], prefs: dict[str, Preferences]
+    session: AsyncSession, rows: Sequence[StoredNotification], prefs: dict[str, Preferences]
 ) -> int:
     """Queue an email_logs row per notification whose type is emailed immediately.
 

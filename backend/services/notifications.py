@@ -27,7 +27,7 @@ def isoformat(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def notification_json(row: Notification) -> dict[str, Any]:
+def notification_json(row: Notification | store.StoredNotification) -> dict[str, Any]:
     """The wire form of a notification, the same over REST and Socket.IO."""
     return {
         "id": row.id,
@@ -58,7 +58,7 @@ class _Stored:
     pushed: list[tuple[str, dict[str, Any]]]
 
 
-def _stored(rows: Sequence[Notification], counts: dict[str, int]) -> _Stored:
+def _stored(rows: Sequence[store.StoredNotification], counts: dict[str, int]) -> _Stored:
     payloads = [notification_json(row) for row in rows]
     pushed = [(row.user_id, p) for row, p in zip(rows, payloads, strict=True) if row.in_app]
     return _Stored(Created(notifications=payloads), {u: counts[u] for u, _ in pushed}, pushed)
@@ -142,7 +142,7 @@ class NotificationService:
     async def _after_insert(
         self,
         session: AsyncSession,
-        rows: Sequence[Notification],
+        rows: Sequence[store.StoredNotification],
         prefs: dict[str, Preferences],
     ) -> None:
         """Hook inside the creating transaction (emails are queued here)."""
@@ -197,10 +197,10 @@ class NotificationService:
     async def _broadcast(
         self, pushed: list[tuple[str, dict[str, Any]]], counts: dict[str, int]
     ) -> None:
-        for user_id, payload in pushed:
-            await self._notifier.emit_to_user(user_id, "notification", payload)
-        for user_id, count in counts.items():
-            await self._notifier.emit_to_user(user_id, "unread_count", {"count": count})
+        await self._notifier.emit_to_users("notification", pushed)
+        await self._notifier.emit_to_users(
+            "unread_count", [(user_id, {"count": count}) for user_id, count in counts.items()]
+        )
 
     # -- reading ---------------------------------------------------------------------------
 

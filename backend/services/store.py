@@ -10,19 +10,74 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import dialect_insert
 from ..models import Notification, TopicSubscription, User, utcnow
+from ..realtime.fast import OrjsonModule
 from ..schemas import NotificationCreate, Preferences
 from . import preferences as preference_service
 
+
+@dataclass(slots=True)
+class StoredNotification:
+    """A row just inserted, with the attributes of a `Notification` that readers use; built
+    from the values we wrote and the ids the database gave, without an ORM object each."""
+
+    id: int
+    user_id: str
+    seq: int
+    type: str
+    title: str
+    body: str
+    icon: str | None
+    action_url: str | None
+    data: dict[str, Any]
+    in_app: bool
+    created_at: datetime
+    read_at: datetime | None = None
+
+
 AfterInsert = Callable[
-    [AsyncSession, Sequence[Notification], dict[str, Preferences]], Awaitable[Any]
+    [AsyncSession, Sequence[StoredNotification], dict[str, Preferences]], Awaitable[Any]
 ]
+
+COLUMNS = ("user_id", "seq", "type", "title", "body", "icon", "action_url", "data", "in_app")
+
+# PostgreSQL: one fixed statement whatever the row count (prepared once per connection), the
+# columns sent as arrays. `WITH ORDINALITY` + ORDER BY keeps the insert in input order.
+PG_INSERT = text(
+    """
+    INSERT INTO notifications
+        (user_id, seq, type, title, body, icon, action_url, data, in_app, read,
+         created_at, updated_at)
+    SELECT r.user_id, r.seq, r.type, r.title, r.body, r.icon, r.action_url,
+           CAST(r.data AS JSON), r.in_app, false,
+           CAST(:now AS TIMESTAMPTZ), CAST(:now AS TIMESTAMPTZ)
+    FROM unnest(CAST(:user_id AS TEXT[]), CAST(:seq AS BIGINT[]), CAST(:type AS TEXT[]),
+                CAST(:title AS TEXT[]), CAST(:body AS TEXT[]), CAST(:icon AS TEXT[]),
+                CAST(:action_url AS TEXT[]), CAST(:data AS TEXT[]), CAST(:in_app AS BOOLEAN[]))
+         WITH ORDINALITY AS r(user_id, seq, type, title, body, icon, action_url, data, in_app, n)
+    ORDER BY r.n
+    RETURNING id, user_id, seq
+    """
+)
+PG_ALLOCATE = text(
+    """
+    INSERT INTO users (id, last_seq, created_at, updated_at)
+    SELECT r.id, r.wanted, CAST(:now AS TIMESTAMPTZ), CAST(:now AS TIMESTAMPTZ)
+    FROM unnest(CAST(:ids AS TEXT[]), CAST(:wanted AS BIGINT[])) AS r(id, wanted)
+    ORDER BY r.id
+    ON CONFLICT (id) DO UPDATE
+        SET last_seq = users.last_seq + excluded.last_seq, updated_at = excluded.updated_at
+    RETURNING id, last_seq
+    """
+)
 
 
 async def recipients(session: AsyncSession, request: NotificationCreate) -> list[str]:
@@ -40,24 +95,56 @@ async def recipients(session: AsyncSession, request: NotificationCreate) -> list
 async def allocate_seqs(session: AsyncSession, wanted: Counter[str]) -> dict[str, int]:
     """Upsert the users and reserve `wanted[user]` seqs each; returns each user's first seq."""
     now = utcnow()
-    table = User.__table__
-    insert = dialect_insert(session)(table)
-    statement = insert.on_conflict_do_update(
-        index_elements=["id"],
-        set_={"last_seq": table.c.last_seq + insert.excluded.last_seq, "updated_at": now},
-    ).returning(table.c.id, table.c.last_seq, sort_by_parameter_order=True)
-    params = [
-        {"id": uid, "last_seq": count, "created_at": now, "updated_at": now}
-        for uid, count in sorted(wanted.items())
-    ]
+    ids = sorted(wanted)
     connection = await session.connection()
-    result = await connection.execute(statement, params)
+    if connection.dialect.name == "postgresql":
+        params = {"now": now, "ids": ids, "wanted": [wanted[uid] for uid in ids]}
+        result = await connection.execute(PG_ALLOCATE, params)
+        return {uid: last_seq - wanted[uid] + 1 for uid, last_seq in result.all()}
+    table = User.__table__
+    upsert = dialect_insert(session)(table)
+    statement = upsert.on_conflict_do_update(
+        index_elements=["id"],
+        set_={"last_seq": table.c.last_seq + upsert.excluded.last_seq, "updated_at": now},
+    ).returning(table.c.id, table.c.last_seq, sort_by_parameter_order=True)
+    rows = [
+        {"id": uid, "last_seq": wanted[uid], "created_at": now, "updated_at": now} for uid in ids
+    ]
+    result = await connection.execute(statement, rows)
     return {uid: last_seq - wanted[uid] + 1 for uid, last_seq in result.all()}
+
+
+async def insert_rows(session: AsyncSession, rows: list[StoredNotification], now: datetime) -> None:
+    """Insert the rows in one statement and fill in their ids."""
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        params: dict[str, Any] = {name: [getattr(row, name) for row in rows] for name in COLUMNS}
+        params["data"] = [OrjsonModule.dumps(row.data) for row in rows]
+        params["now"] = now
+        result = await connection.execute(PG_INSERT, params)
+        ids = {(user_id, seq): row_id for row_id, user_id, seq in result.all()}
+        for row in rows:
+            row.id = ids[(row.user_id, row.seq)]
+        return
+    table = Notification.__table__
+    values = [
+        {
+            **{name: getattr(row, name) for name in COLUMNS},
+            "read": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for row in rows
+    ]
+    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    result = await connection.execute(statement, values)
+    for row, row_id in zip(rows, result.scalars().all(), strict=True):
+        row.id = row_id
 
 
 async def store(
     session: AsyncSession, requests: Sequence[NotificationCreate], after_insert: AfterInsert
-) -> list[list[Notification]]:
+) -> list[list[StoredNotification]]:
     """Insert one notification per recipient of each request; rows come back per request."""
     audiences = [await recipients(session, request) for request in requests]
     wanted = Counter(uid for audience in audiences for uid in audience)
@@ -66,33 +153,28 @@ async def store(
     next_seq = await allocate_seqs(session, wanted)
     prefs = await preference_service.load_many(session, wanted)
     now = utcnow()
-    values: list[dict[str, Any]] = []
+    rows: list[StoredNotification] = []
     for request, audience in zip(requests, audiences, strict=True):
         for uid in audience:
-            values.append(
-                {
-                    "user_id": uid,
-                    "seq": next_seq[uid],
-                    "type": request.type,
-                    "title": request.title,
-                    "body": request.body,
-                    "icon": request.icon,
-                    "action_url": request.action_url,
-                    "data": request.data,
-                    "in_app": preference_service.in_app_enabled(prefs[uid], request.type),
-                    "read": False,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+            rows.append(
+                StoredNotification(
+                    id=0,
+                    user_id=uid,
+                    seq=next_seq[uid],
+                    type=request.type,
+                    title=request.title,
+                    body=request.body,
+                    icon=request.icon,
+                    action_url=request.action_url,
+                    data=request.data,
+                    in_app=preference_service.in_app_enabled(prefs[uid], request.type),
+                    created_at=now,
+                )
             )
             next_seq[uid] += 1
-    inserted = await session.scalars(
-        dialect_insert(session)(Notification).returning(Notification, sort_by_parameter_order=True),
-        values,
-    )
-    rows = list(inserted.all())
+    await insert_rows(session, rows, now)
     await after_insert(session, rows, prefs)
-    grouped: list[list[Notification]] = []
+    grouped: list[list[StoredNotification]] = []
     start = 0
     for audience in audiences:
         grouped.append(rows[start : start + len(audience)])
