@@ -139,61 +139,66 @@ class DeliveryMixin(socketio.AsyncManager):
             )
             return
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
-        await self._deliver(event, data, namespace, room, skip)
+        await self._deliver([(event, data)], namespace, room, skip)
 
-    async def emit_each(self, event: str, items: list[tuple[str, Any]], namespace: str) -> None:
-        """One event to many rooms, each with its own data: a fan-out of stored notifications."""
+    async def emit_each(
+        self, items: list[tuple[str, list[tuple[str, Any]]]], namespace: str
+    ) -> None:
+        """Events to many rooms, each room its own (event, data) list: the fan-out of stored
+        notifications, where a user's notification and unread_count leave in one write."""
         if hasattr(self, "_publish"):  # pub/sub: every process must see each one
-            for room, data in items:
-                await self.emit(event, data, namespace, room=room)
+            for room, messages in items:
+                for event, data in messages:
+                    await self.emit(event, data, namespace, room=room)
             return
         if namespace not in self.rooms:
             return
-        for room, data in items:
-            await self._deliver(event, data, namespace, room, set())
+        for room, messages in items:
+            await self._deliver(messages, namespace, room, set())
 
     async def _deliver(
-        self, event: str, data: Any, namespace: str, room: str | None, skip: set[Any]
+        self, messages: list[tuple[str, Any]], namespace: str, room: str | None, skip: set[Any]
     ) -> None:
-        """Local delivery: held during recovery, rate-limited, encoded once, written at once."""
+        """Local delivery: held during recovery, rate-limited, encoded once per message, and
+        written straight to each socket when nothing is queued ahead (one write per socket)."""
         control = self.delivery
-        if event == "unread_count" and room is not None and room.startswith("user:"):
-            control.last_unread[room] = data
+        if room is not None and room.startswith("user:"):
+            for event, data in messages:
+                if event == "unread_count":
+                    control.last_unread[room] = data
         if isinstance(room, str) and not self.rooms[namespace].get(room):
             return  # nobody here: the common case of a user with no open session
-        args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
-        frame: bytes | None = None
-        eio_packets: list[eio_packet.Packet] | None = None
+        encoded: list[_Encoded | None] = [None] * len(messages)
         sockets = self.server.eio.sockets
         sent = 0
         for sid, eio_sid in list(self.get_participants(namespace, room)):
             if sid in skip:
                 continue
-            if event == NOTIFICATION and room != sid:
-                held = control.holding.get(sid)
-                if held is not None:
-                    held.append(data)
-                    continue
-                if not control.admit(sid):
-                    self._coalesce(sid, namespace, room)
-                    continue
-            sent += 1
-            if frame is None:
-                frame = _direct_frame(event, args, namespace)
-            if frame and write_now(sockets.get(eio_sid), frame):
+            chosen: list[_Encoded] = []
+            for index, (event, data) in enumerate(messages):
+                if event == NOTIFICATION and room != sid:
+                    held = control.holding.get(sid)
+                    if held is not None:
+                        held.append(data)
+                        continue
+                    if not control.admit(sid):
+                        self._coalesce(sid, namespace, room)
+                        continue
+                message = encoded[index]
+                if message is None:
+                    message = encoded[index] = _Encoded(event, data, namespace)
+                chosen.append(message)
+            if not chosen:
                 continue
-            if eio_packets is None:
-                eio_packets = self._eio_packets(event, args, namespace)
-            for eio_pkt in eio_packets:
-                await self.server._send_eio_packet(eio_sid, eio_pkt)
+            sent += len(chosen)
+            if all(message.frame for message in chosen):
+                frame = b"".join(message.frame for message in chosen)
+                if write_now(sockets.get(eio_sid), frame):
+                    continue
+            for message in chosen:
+                for eio_pkt in message.eio_packets(self.server.packet_class):
+                    await self.server._send_eio_packet(eio_sid, eio_pkt)
         control.events_out += sent
-
-    def _eio_packets(self, event: str, args: list[Any], namespace: str) -> list[eio_packet.Packet]:
-        encoded = self.server.packet_class(
-            packet.EVENT, namespace=namespace, data=[event, *args]
-        ).encode()
-        parts = encoded if isinstance(encoded, list) else [encoded]
-        return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
 
     def _coalesce(self, sid: str, namespace: str, room: str | None) -> None:
         """Too many for this session now: count them, and send one unread_count when it may."""
@@ -216,16 +221,33 @@ class DeliveryMixin(socketio.AsyncManager):
         await self.emit("unread_count", payload, namespace, room=sid, ignore_queue=True)
 
 
-def _direct_frame(event: str, args: list[Any], namespace: str) -> bytes:
-    """The websocket frame of an Engine.IO MESSAGE carrying a Socket.IO EVENT, or b"" when the
-    packet needs the general encoder (another namespace, binary attachments)."""
-    if namespace != "/":
-        return b""
-    try:
-        body = orjson.dumps([event, *args])
-    except TypeError:
-        return b""
-    return text_frame(b"42" + body)
+class _Encoded:
+    """One Socket.IO EVENT, encoded once for all its recipients: the websocket frame for a
+    direct write (b"" when it needs the general encoder: another namespace, binary data) and,
+    on first need, the Engine.IO packets for the queued way."""
+
+    __slots__ = ("_args", "_event", "_namespace", "_packets", "frame")
+
+    def __init__(self, event: str, data: Any, namespace: str) -> None:
+        self._event = event
+        self._namespace = namespace
+        self._args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
+        self._packets: list[eio_packet.Packet] | None = None
+        self.frame = b""
+        if namespace == "/":
+            try:
+                self.frame = text_frame(b"42" + orjson.dumps([event, *self._args]))
+            except TypeError:
+                pass
+
+    def eio_packets(self, packet_class: Any) -> list[eio_packet.Packet]:
+        if self._packets is None:
+            encoded = packet_class(
+                packet.EVENT, namespace=self._namespace, data=[self._event, *self._args]
+            ).encode()
+            parts = encoded if isinstance(encoded, list) else [encoded]
+            self._packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+        return self._packets
 
 
 class LocalManager(DeliveryMixin):

@@ -20,10 +20,10 @@ class Notifier:
     async def emit_to_user(self, user_id: str, event: str, data: Any) -> None:
         await self._sio.emit(event, data, room=user_room(user_id))
 
-    async def emit_to_users(self, event: str, items: list[tuple[str, Any]]) -> None:
-        """The same event to many users, each with its own data, in one pass."""
-        rooms = [(user_room(user_id), data) for user_id, data in items]
-        await self._sio.manager.emit_each(event, rooms, "/")
+    async def emit_to_users(self, items: list[tuple[str, list[tuple[str, Any]]]]) -> None:
+        """Many users, each with its own list of (event, data), in one pass."""
+        rooms = [(user_room(user_id), messages) for user_id, messages in items]
+        await self._sio.manager.emit_each(rooms, "/")
 
     async def emit_to_room(self, room: str, event: str, data: Any) -> None:
         await self._sio.emit(event, data, room=room)

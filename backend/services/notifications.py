@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from . import emails, store
 from .batching import GroupCommit
 
 
+@functools.lru_cache(maxsize=1024)  # a batch of rows shares one created_at
 def isoformat(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -197,10 +199,13 @@ class NotificationService:
     async def _broadcast(
         self, pushed: list[tuple[str, dict[str, Any]]], counts: dict[str, int]
     ) -> None:
-        await self._notifier.emit_to_users("notification", pushed)
-        await self._notifier.emit_to_users(
-            "unread_count", [(user_id, {"count": count}) for user_id, count in counts.items()]
-        )
+        # Each user's notifications, then its exact unread count, in one write per socket.
+        messages: dict[str, list[tuple[str, Any]]] = {}
+        for user_id, payload in pushed:
+            messages.setdefault(user_id, []).append(("notification", payload))
+        for user_id, count in counts.items():
+            messages.setdefault(user_id, []).append(("unread_count", {"count": count}))
+        await self._notifier.emit_to_users(list(messages.items()))
 
     # -- reading ---------------------------------------------------------------------------
 
