@@ -29,6 +29,7 @@ from .realtime.recovery import Recovery
 from .realtime.server import create_socket_server
 from .security import TokenVerifier
 from .services.notifications import NotificationService
+from .services.users import UserDirectory
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -44,6 +45,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.SESSIONMAKER] = sessionmaker
     service = NotificationService(sessionmaker=sessionmaker, notifier=app[keys.NOTIFIER])
     app[keys.NOTIFICATIONS] = service
+    app[keys.USERS] = UserDirectory(sessionmaker)
 
     async def fetch(user_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
         return await service.after_seq(user_id=user_id, after_seq=after_seq, limit=limit)

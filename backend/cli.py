@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from .config import ConfigError, Settings, load_settings
 
+LISTEN_BACKLOG = 4096
+
 
 def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(
@@ -46,7 +48,15 @@ def serve(settings: Settings) -> int:
         print(f"notification server listening on {where} ({_describe_db(settings)})", flush=True)
         print(f"open {where}/ in a browser; {hint}", flush=True)
 
-    web.run_app(app, host=settings.host, port=settings.port, print=announce, access_log=None)
+    # A connect storm queues in the kernel instead of being reset (aiohttp defaults to 128).
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=announce,
+        access_log=None,
+        backlog=LISTEN_BACKLOG,
+    )
     return 0
 
 

@@ -17,6 +17,7 @@ from .realtime.notifier import Notifier
 from .realtime.recovery import Recovery
 from .security import TokenVerifier
 from .services.notifications import NotificationService
+from .services.users import UserDirectory
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -31,5 +32,6 @@ RECOVERY = web.AppKey("recovery", Recovery)
 INBOUND_LIMITER = web.AppKey("inbound_limiter", SessionLimiter)
 CONNECT_BUCKET = web.AppKey("connect_bucket", TokenBucket)
 NOTIFICATIONS = web.AppKey("notifications", NotificationService)
+USERS = web.AppKey("users", UserDirectory)
 # name -> probe returning "ok" or the reason it is not; /health/ready runs them all.
 READY_PROBES = web.AppKey("ready_probes", dict[str, Callable[[], Awaitable[str]]])

@@ -18,10 +18,8 @@ from backend.realtime.notifier import user_room
 from backend.schemas import MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
 from backend.security import AuthError, TokenClaims, bearer_token
 from backend.services.topics import authorize_room
-from backend.services.users import upsert_user
 
 log = logging.getLogger(__name__)
-KNOWN_USERS_MAX = 100_000
 
 
 def error(code: str, message: str) -> dict[str, Any]:
@@ -40,8 +38,6 @@ class NotificationNamespace(socketio.AsyncNamespace):
     def __init__(self, app: web.Application, namespace: str = "/") -> None:
         super().__init__(namespace)
         self.app = app
-        # Users already upserted with these claims: a reconnect storm costs no writes.
-        self._known_users: set[tuple[str, str | None, str | None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -65,7 +61,7 @@ class NotificationNamespace(socketio.AsyncNamespace):
             not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0
         ):
             raise refuse("invalid last_seq: expected a non-negative integer")
-        await self._remember_user(claims)
+        await app[keys.USERS].remember(claims.sub, claims.email, claims.name)
 
         connections = app[keys.CONNECTIONS]
         sessions = connections.user_sessions(claims.sub)
@@ -95,16 +91,6 @@ class NotificationNamespace(socketio.AsyncNamespace):
         self.app[keys.DELIVERY].forget(sid)
         self.app[keys.INBOUND_LIMITER].forget(sid)
         log.debug("disconnected %s: %s", sid, reason)
-
-    async def _remember_user(self, claims: TokenClaims) -> None:
-        key = (claims.sub, claims.email, claims.name)
-        if key in self._known_users:
-            return
-        async with self.app[keys.SESSIONMAKER].begin() as session:
-            await upsert_user(session, user_id=claims.sub, email=claims.email, name=claims.name)
-        if len(self._known_users) >= KNOWN_USERS_MAX:
-            self._known_users.clear()
-        self._known_users.add(key)
 
     async def _drop(self, sid: str) -> None:
         """The oldest session of a user over the limit: tell it why, then close it."""

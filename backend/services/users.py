@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db import dialect_insert
 from ..models import User, utcnow
+from .batching import GroupCommit
+
+Claims = tuple[str, str | None, str | None]  # (user id, email, name) as a token carries them
 
 
 async def ensure_users(session: AsyncSession, user_ids: Iterable[str]) -> None:
@@ -38,3 +42,60 @@ async def upsert_user(
         await session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
         return
     await session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changes))
+
+
+async def upsert_users(
+    session: AsyncSession, users: dict[str, tuple[str | None, str | None]]
+) -> None:
+    """Many `upsert_user`s in one statement: given email and name replace the stored ones,
+    missing ones leave them; a user whose token carries neither is only created."""
+    if not users:
+        return
+    now = utcnow()
+    rows = [
+        {"id": uid, "email": email, "name": name, "created_at": now, "updated_at": now}
+        for uid, (email, name) in sorted(users.items())  # id order: no deadlock between batches
+    ]
+    table = User.__table__
+    insert = dialect_insert(session)(table)
+    statement = insert.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            "email": func.coalesce(insert.excluded.email, table.c.email),
+            "name": func.coalesce(insert.excluded.name, table.c.name),
+            "updated_at": insert.excluded.updated_at,
+        },
+        where=insert.excluded.email.is_not(None) | insert.excluded.name.is_not(None),
+    )
+    await session.execute(statement, rows)
+
+
+class UserDirectory:
+    """Records the users that connect, with their token's email and name, so emails can reach
+    them. Concurrent connects share one transaction (group commit), and a user already recorded
+    with the same claims costs nothing: a reconnect storm writes nothing at all."""
+
+    KNOWN_MAX = 100_000
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._known: set[Claims] = set()
+        self._group: GroupCommit[Claims, None] = GroupCommit(self._write, max_batch=500)
+
+    async def remember(self, user_id: str, email: str | None, name: str | None) -> None:
+        claims = (user_id, email, name)
+        if claims in self._known:
+            return
+        await self._group.submit(claims)
+        if len(self._known) >= self.KNOWN_MAX:
+            self._known.clear()
+        self._known.add(claims)
+
+    async def _write(self, batch: list[Claims]) -> list[None]:
+        merged: dict[str, tuple[str | None, str | None]] = {}
+        for user_id, email, name in batch:
+            old_email, old_name = merged.get(user_id, (None, None))
+            merged[user_id] = (email or old_email, name or old_name)
+        async with self._sessionmaker.begin() as session:
+            await upsert_users(session, merged)
+        return [None] * len(batch)
