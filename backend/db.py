@@ -30,8 +30,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    connect_args: dict[str, Any] = {}
+    if "asyncpg" in settings.database_url.split("://", 1)[0]:
+        # Statements are prepared once per connection; PostgreSQL's generic plan for them,
+        # made without the parameters, chose a scan of all of a table's rows for a list of
+        # users (the unread counts of every publish: 14 ms instead of 1 ms). Plan each run.
+        connect_args["server_settings"] = {"plan_cache_mode": "force_custom_plan"}
     return create_async_engine(
-        settings.database_url, pool_size=10, max_overflow=10, pool_pre_ping=True
+        settings.database_url,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        connect_args=connect_args,
     )
 
 

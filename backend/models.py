@@ -84,12 +84,22 @@ class User(TimestampMixin, Base):
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
 
+UNREAD_CONDITION = "read = false AND deleted_at IS NULL AND in_app = true"
+
+
 class Notification(Base):
     __tablename__ = "notifications"
     __table_args__ = (
         UniqueConstraint("user_id", "seq"),
         Index("ix_notifications_user_id_read_at", "user_id", "read_at"),
         Index("ix_notifications_user_id_id", "user_id", "id"),
+        # Unread counts on every publish read only the unread rows (migration 0003).
+        Index(
+            "ix_notifications_unread",
+            "user_id",
+            postgresql_where=text(UNREAD_CONDITION),
+            sqlite_where=text(UNREAD_CONDITION),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, false, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db import dialect_insert
@@ -72,15 +72,16 @@ class _KeyTaken(Exception):
 
 def visible(user_id: str) -> Any:
     """What a user may see of their own notifications: not deleted, not in-app-muted."""
-    return (
-        (Notification.user_id == user_id)
-        & Notification.deleted_at.is_(None)
-        & Notification.in_app.is_(True)
+    return and_(
+        Notification.user_id == user_id,
+        Notification.deleted_at.is_(None),
+        Notification.in_app == true(),
     )
 
 
 def unread(user_id: str) -> Any:
-    return visible(user_id) & Notification.read.is_(False)
+    """`= false` rather than `IS false`, so PostgreSQL can use ix_notifications_unread."""
+    return and_(visible(user_id), Notification.read == false())
 
 
 def request_hash(request: NotificationCreate) -> str:
