@@ -82,9 +82,9 @@ class User(TimestampMixin, Base):
     email: Mapped[str | None] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(255))
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
-
-
-UNREAD_CONDITION = "read = false AND deleted_at IS NULL AND in_app = true"
+    # Unread, visible (not deleted, in-app) notifications: changed by the same transactions that
+    # insert, read or delete them, under this row's lock (migration 0003).
+    unread_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
 
 class Notification(Base):
@@ -93,13 +93,6 @@ class Notification(Base):
         UniqueConstraint("user_id", "seq"),
         Index("ix_notifications_user_id_read_at", "user_id", "read_at"),
         Index("ix_notifications_user_id_id", "user_id", "id"),
-        # Unread counts on every publish read only the unread rows (migration 0003).
-        Index(
-            "ix_notifications_unread",
-            "user_id",
-            postgresql_where=text(UNREAD_CONDITION),
-            sqlite_where=text(UNREAD_CONDITION),
-        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

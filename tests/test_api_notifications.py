@@ -83,6 +83,45 @@ async def test_concurrent_publishes_give_each_user_gapless_unique_seqs(
         assert sorted(n["seq"] for n in listed["notifications"]) == list(range(1, 11))
 
 
+async def test_unread_counter_matches_the_rows_after_concurrent_publish_read_and_delete(
+    server: RunningServer,
+) -> None:
+    """users.unread_count is kept by each change, not counted: it must equal a real count."""
+    status, _ = await server.request(
+        "PUT",
+        "/api/v1/preferences",
+        sub="bob",
+        json={"type_settings": {"muted": {"in_app": False}}},
+    )
+    assert status == 200
+    first = [n["id"] for n in await server.publish(["alice"]) for _ in range(1)]
+
+    async def reader(user: str) -> None:
+        for _ in range(3):
+            _, listed = await server.request("GET", "/api/v1/notifications?limit=5", sub=user)
+            ids = [n["id"] for n in listed["notifications"]]
+            await server.request("POST", "/api/v1/notifications/read", sub=user, json={"ids": ids})
+            if ids:
+                await server.request("DELETE", f"/api/v1/notifications/{ids[-1]}", sub=user)
+
+    await asyncio.gather(
+        *(server.publish(["alice", "bob"]) for _ in range(8)),
+        *(server.publish(["bob"], type="muted") for _ in range(3)),
+        reader("alice"),
+        reader("bob"),
+        server.request("POST", "/api/v1/notifications/read-all", sub="alice"),
+        server.request("DELETE", f"/api/v1/notifications/{first[0]}", sub="alice"),
+    )
+    await asyncio.gather(*(server.publish(["alice", "bob"]) for _ in range(3)))
+    for user in ("alice", "bob"):
+        _, unread = await server.request(
+            "GET", "/api/v1/notifications?unread=true&limit=100", sub=user
+        )
+        _, count = await server.request("GET", "/api/v1/notifications/unread-count", sub=user)
+        assert count == {"count": len(unread["notifications"])}
+        assert count["count"] >= 3
+
+
 async def test_list_paginates_newest_first_by_cursor_and_filters_unread(
     server: RunningServer,
 ) -> None:

@@ -33,7 +33,10 @@ async def test_worker_command_sends_from_the_outbox_and_stops_on_sigterm(tmp_pat
     async with sessionmaker.begin() as session:
         note = await session.get(Notification, note_id)
         assert note is not None
-        assert await queue_immediate(session, [note], {"alice": Preferences()}) == 1
+        queued = await queue_immediate(
+            session, [note], {"alice": Preferences()}, {"alice": "alice@example.com"}
+        )
+        assert queued == 1
 
     outbox = tmp_path / "mail"
     env = {

@@ -6,13 +6,13 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from backend import migrate
 from backend.config import Settings
 from backend.db import create_engine
-from backend.models import Base
+from backend.models import Base, utcnow
 
 TABLES = {
     "users",
@@ -52,5 +52,57 @@ async def test_migrations_upgrade_match_the_models_and_downgrade(settings: Setti
         await migrate.upgrade(engine)
         async with engine.connect() as connection:
             assert await connection.run_sync(_tables) == TABLES
+    finally:
+        await engine.dispose()
+
+
+async def test_unread_count_migration_counts_the_existing_unread_visible_rows(
+    settings: Settings,
+) -> None:
+    engine = create_engine(settings)
+    try:
+        await migrate.upgrade(engine, "0002")
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO users (id, last_seq, created_at, updated_at) VALUES "
+                    "('alice', 4, :now, :now), ('bob', 0, :now, :now)"
+                ),
+                {"now": utcnow()},
+            )
+            rows = [  # (seq, read, deleted, in_app): only the first two count
+                (1, False, False, True),
+                (2, False, False, True),
+                (3, True, False, True),
+                (4, False, True, True),
+                (5, False, False, False),
+            ]
+            for seq, read, deleted, in_app in rows:
+                await connection.execute(
+                    text(
+                        "INSERT INTO notifications (user_id, seq, type, title, body, data, "
+                        "in_app, read, created_at, updated_at, deleted_at) VALUES ('alice', "
+                        ":seq, 't', 'x', '', '{}', :in_app, :read, :now, :now, :deleted)"
+                    ),
+                    {
+                        "seq": seq,
+                        "in_app": in_app,
+                        "read": read,
+                        "now": utcnow(),
+                        "deleted": utcnow() if deleted else None,
+                    },
+                )
+        await migrate.upgrade(engine)
+        async with engine.connect() as connection:
+            counts = dict(
+                (await connection.execute(text("SELECT id, unread_count FROM users"))).all()
+            )
+            kept = await connection.scalar(text("SELECT count(*) FROM notifications"))
+        assert kept == len(rows)  # changing `users` must not cascade to the notifications
+        assert counts == {"alice": 2, "bob": 0}
+        await migrate.downgrade(engine, "0002")
+        async with engine.connect() as connection:
+            kept = await connection.scalar(text("SELECT count(*) FROM notifications"))
+        assert kept == len(rows)
     finally:
         await engine.dispose()

@@ -28,22 +28,19 @@ def isoformat(value: datetime | None) -> str | None:
 
 
 async def queue_immediate(
-    session: AsyncSession, rows: Sequence[StoredNotification], prefs: dict[str, Preferences]
+    session: AsyncSession,
+    rows: Sequence[StoredNotification],
+    prefs: dict[str, Preferences],
+    emails: dict[str, str | None],
 ) -> int:
     """Queue an email_logs row per notification whose type is emailed immediately.
 
     Runs inside the creating transaction: the notification and its email commit together.
+    `emails` are the recipients' addresses on record, read with their row locks.
     """
     wanted = [row for row in rows if email_frequency(prefs[row.user_id], row.type) == "immediate"]
     if not wanted:
         return 0
-    emails = dict(
-        (
-            await session.execute(
-                select(User.id, User.email).where(User.id.in_({row.user_id for row in wanted}))
-            )
-        ).all()
-    )
     without = sorted({row.user_id for row in wanted if not emails.get(row.user_id)})
     if without:
         shown = ", ".join(without[:5]) + (" ..." if len(without) > 5 else "")

@@ -117,9 +117,7 @@ class NotificationService:
     async def _store_batch(self, requests: list[NotificationCreate]) -> list[_Stored]:
         """One transaction for every request in the batch (see batching.GroupCommit)."""
         async with self._sessionmaker.begin() as session:
-            grouped = await store.store(session, requests, self._after_insert)
-            pushed_users = sorted({row.user_id for rows in grouped for row in rows if row.in_app})
-            counts = await store.unread_counts(session, pushed_users)
+            grouped, counts = await store.store(session, requests, self._after_insert)
         return [_stored(rows, counts) for rows in grouped]
 
     async def _create_idempotent(
@@ -133,10 +131,8 @@ class NotificationService:
                     if replay is not None:
                         return _Stored(replay, {}, [])
                     key_row = await self._claim_key(session, publisher, idempotency_key, digest)
-                    [rows] = await store.store(session, [request], self._after_insert)
+                    [rows], counts = await store.store(session, [request], self._after_insert)
                     key_row.notification_ids = [row.id for row in rows]
-                    users = sorted({row.user_id for row in rows if row.in_app})
-                    counts = await store.unread_counts(session, users)
                 return _stored(rows, counts)
             except _KeyTaken:
                 continue
@@ -147,9 +143,10 @@ class NotificationService:
         session: AsyncSession,
         rows: Sequence[store.StoredNotification],
         prefs: dict[str, Preferences],
+        addresses: dict[str, str | None],
     ) -> None:
         """Hook inside the creating transaction (emails are queued here)."""
-        await emails.queue_immediate(session, rows, prefs)
+        await emails.queue_immediate(session, rows, prefs, addresses)
 
     async def purge_idempotency_keys(self, *, older_than: datetime) -> int:
         """Forget Idempotency-Keys past their retention: a retry after that stores anew."""
@@ -230,11 +227,18 @@ class NotificationService:
 
     async def unread_count(self, *, user_id: str) -> int:
         async with self._sessionmaker() as session:
-            return await self._count_unread(session, user_id)
+            count = await session.scalar(select(User.unread_count).where(User.id == user_id))
+        return int(count or 0)
 
     @staticmethod
-    async def _count_unread(session: AsyncSession, user_id: str) -> int:
-        count = await session.scalar(select(func.count()).where(unread(user_id)))
+    async def _take_unread(session: AsyncSession, user_id: str, read: int) -> int:
+        """`read` of the user's unread notifications were just read or deleted: the new count."""
+        count = await session.scalar(
+            update(User)
+            .where(User.id == user_id)
+            .values(unread_count=User.unread_count - read)
+            .returning(User.unread_count)
+        )
         return int(count or 0)
 
     async def get(self, *, user_id: str, notification_id: int) -> dict[str, Any]:
@@ -284,7 +288,7 @@ class NotificationService:
                 if missing:
                     raise NotFound(f"notification {missing[0]} not found")
             changed = await self._set_read(session, unread(user_id) & Notification.id.in_(wanted))
-            count = await self._count_unread(session, user_id) if changed else 0
+            count = await self._take_unread(session, user_id, len(changed)) if changed else 0
         if changed:
             await self._announce_read(user_id, changed, count)
         return changed
@@ -292,8 +296,9 @@ class NotificationService:
     async def mark_all_read(self, *, user_id: str) -> list[int]:
         async with self._sessionmaker.begin() as session:
             changed = await self._set_read(session, unread(user_id))
+            count = await self._take_unread(session, user_id, len(changed)) if changed else 0
         if changed:
-            await self._announce_read(user_id, changed, 0)
+            await self._announce_read(user_id, changed, count)
         return changed
 
     async def delete(self, *, user_id: str, notification_id: int) -> None:
@@ -309,7 +314,7 @@ class NotificationService:
             was_read = result.scalar_one_or_none()
             if was_read is None:
                 raise NotFound(f"notification {notification_id} not found")
-            count = await self._count_unread(session, user_id)
+            count = 0 if was_read else await self._take_unread(session, user_id, 1)
         await self._notifier.emit_to_user(user_id, "notification_deleted", {"id": notification_id})
         if not was_read:
             await self._notifier.emit_to_user(user_id, "unread_count", {"count": count})

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, any_, cast, false, func, insert, select, text, true
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import dialect_insert
@@ -45,7 +44,8 @@ class StoredNotification:
 
 
 AfterInsert = Callable[
-    [AsyncSession, Sequence[StoredNotification], dict[str, Preferences]], Awaitable[Any]
+    [AsyncSession, Sequence[StoredNotification], dict[str, Preferences], dict[str, str | None]],
+    Awaitable[Any],
 ]
 
 COLUMNS = ("user_id", "seq", "type", "title", "body", "icon", "action_url", "data", "in_app")
@@ -70,15 +70,28 @@ PG_INSERT = text(
 )
 PG_ALLOCATE = text(
     """
-    INSERT INTO users (id, last_seq, created_at, updated_at)
-    SELECT r.id, r.wanted, CAST(:now AS TIMESTAMPTZ), CAST(:now AS TIMESTAMPTZ)
-    FROM unnest(CAST(:ids AS TEXT[]), CAST(:wanted AS BIGINT[])) AS r(id, wanted)
+    INSERT INTO users (id, last_seq, unread_count, created_at, updated_at)
+    SELECT r.id, r.wanted, r.unread, CAST(:now AS TIMESTAMPTZ), CAST(:now AS TIMESTAMPTZ)
+    FROM unnest(CAST(:ids AS TEXT[]), CAST(:wanted AS BIGINT[]), CAST(:unread AS BIGINT[]))
+         AS r(id, wanted, unread)
     ORDER BY r.id
     ON CONFLICT (id) DO UPDATE
-        SET last_seq = users.last_seq + excluded.last_seq, updated_at = excluded.updated_at
-    RETURNING id, last_seq
+        SET last_seq = users.last_seq + excluded.last_seq,
+            unread_count = users.unread_count + excluded.unread_count,
+            updated_at = excluded.updated_at
+    RETURNING id, last_seq, unread_count, email
     """
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """What allocating gives back per user: the first reserved seq, the unread count with the
+    new notifications, and the email address on record."""
+
+    first_seq: int
+    unread: int
+    email: str | None
 
 
 async def recipients(session: AsyncSession, request: NotificationCreate) -> list[str]:
@@ -93,26 +106,54 @@ async def recipients(session: AsyncSession, request: NotificationCreate) -> list
     return list(rows)
 
 
-async def allocate_seqs(session: AsyncSession, wanted: Counter[str]) -> dict[str, int]:
-    """Upsert the users and reserve `wanted[user]` seqs each; returns each user's first seq."""
+async def allocate(
+    session: AsyncSession, wanted: Counter[str], unread: Counter[str]
+) -> dict[str, Recipient]:
+    """Upsert the users, reserve `wanted[user]` seqs and add `unread[user]` to the unread count
+    of each, in one statement that takes the users' row locks in id order."""
     now = utcnow()
     ids = sorted(wanted)
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
-        params = {"now": now, "ids": ids, "wanted": [wanted[uid] for uid in ids]}
+        params = {
+            "now": now,
+            "ids": ids,
+            "wanted": [wanted[uid] for uid in ids],
+            "unread": [unread[uid] for uid in ids],
+        }
         result = await connection.execute(PG_ALLOCATE, params)
-        return {uid: last_seq - wanted[uid] + 1 for uid, last_seq in result.all()}
-    table = User.__table__
-    upsert = dialect_insert(session)(table)
-    statement = upsert.on_conflict_do_update(
-        index_elements=["id"],
-        set_={"last_seq": table.c.last_seq + upsert.excluded.last_seq, "updated_at": now},
-    ).returning(table.c.id, table.c.last_seq, sort_by_parameter_order=True)
-    rows = [
-        {"id": uid, "last_seq": wanted[uid], "created_at": now, "updated_at": now} for uid in ids
-    ]
-    result = await connection.execute(statement, rows)
-    return {uid: last_seq - wanted[uid] + 1 for uid, last_seq in result.all()}
+    else:
+        table = User.__table__
+        upsert = dialect_insert(session)(table)
+        statement = upsert.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "last_seq": table.c.last_seq + upsert.excluded.last_seq,
+                "unread_count": table.c.unread_count + upsert.excluded.unread_count,
+                "updated_at": now,
+            },
+        ).returning(
+            table.c.id,
+            table.c.last_seq,
+            table.c.unread_count,
+            table.c.email,
+            sort_by_parameter_order=True,
+        )
+        rows = [
+            {
+                "id": uid,
+                "last_seq": wanted[uid],
+                "unread_count": unread[uid],
+                "created_at": now,
+                "updated_at": now,
+            }
+            for uid in ids
+        ]
+        result = await connection.execute(statement, rows)
+    return {
+        uid: Recipient(last_seq - wanted[uid] + 1, count, email)
+        for uid, last_seq, count, email in result.all()
+    }
 
 
 async def insert_rows(session: AsyncSession, rows: list[StoredNotification], now: datetime) -> None:
@@ -145,18 +186,30 @@ async def insert_rows(session: AsyncSession, rows: list[StoredNotification], now
 
 async def store(
     session: AsyncSession, requests: Sequence[NotificationCreate], after_insert: AfterInsert
-) -> list[list[StoredNotification]]:
-    """Insert one notification per recipient of each request; rows come back per request."""
+) -> tuple[list[list[StoredNotification]], dict[str, int]]:
+    """Insert one notification per recipient of each request. Returns the rows per request and
+    each recipient's unread count after them."""
     audiences = [await recipients(session, request) for request in requests]
     wanted = Counter(uid for audience in audiences for uid in audience)
     if not wanted:
-        return [[] for _ in requests]
-    next_seq = await allocate_seqs(session, wanted)
+        return [[] for _ in requests], {}
     prefs = await preference_service.load_many(session, wanted)
+    in_app = [
+        [preference_service.in_app_enabled(prefs[uid], request.type) for uid in audience]
+        for request, audience in zip(requests, audiences, strict=True)
+    ]
+    unread = Counter(
+        uid
+        for audience, shown in zip(audiences, in_app, strict=True)
+        for uid, visible in zip(audience, shown, strict=True)
+        if visible
+    )
+    allocated = await allocate(session, wanted, unread)
+    next_seq = {uid: recipient.first_seq for uid, recipient in allocated.items()}
     now = utcnow()
     rows: list[StoredNotification] = []
-    for request, audience in zip(requests, audiences, strict=True):
-        for uid in audience:
+    for request, audience, shown in zip(requests, audiences, in_app, strict=True):
+        for uid, visible in zip(audience, shown, strict=True):
             rows.append(
                 StoredNotification(
                     id=0,
@@ -168,40 +221,17 @@ async def store(
                     icon=request.icon,
                     action_url=request.action_url,
                     data=request.data,
-                    in_app=preference_service.in_app_enabled(prefs[uid], request.type),
+                    in_app=visible,
                     created_at=now,
                 )
             )
             next_seq[uid] += 1
     await insert_rows(session, rows, now)
-    await after_insert(session, rows, prefs)
+    emails = {uid: recipient.email for uid, recipient in allocated.items()}
+    await after_insert(session, rows, prefs, emails)
     grouped: list[list[StoredNotification]] = []
     start = 0
     for audience in audiences:
         grouped.append(rows[start : start + len(audience)])
         start += len(audience)
-    return grouped
-
-
-async def unread_counts(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, int]:
-    """Exact unread counts of many users in one query (read from ix_notifications_unread)."""
-    if not user_ids:
-        return {}
-    users: Any = Notification.user_id.in_(user_ids)
-    if session.get_bind().dialect.name == "postgresql":
-        # One array parameter: one prepared statement whatever the count, and a plan that
-        # uses the index (an IN list of n parameters got a generic plan scanning the table).
-        users = Notification.user_id == any_(cast(list(user_ids), ARRAY(String)))
-    result = await session.execute(
-        select(Notification.user_id, func.count())
-        .where(
-            users,
-            Notification.read == false(),
-            Notification.deleted_at.is_(None),
-            Notification.in_app == true(),
-        )
-        .group_by(Notification.user_id)
-    )
-    counts = dict.fromkeys(user_ids, 0)
-    counts.update(dict(result.all()))
-    return counts
+    return grouped, {uid: recipient.unread for uid, recipient in allocated.items()}
