@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import String, any_, cast, event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -67,3 +68,13 @@ def dialect_insert(session: AsyncSession) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert
+
+
+def one_of(session: AsyncSession, column: Any, values: Sequence[str]) -> Any:
+    """`column IN values`; on PostgreSQL `column = ANY(:array)`: one parameter, so one statement
+    whatever the number of values, and no SQL rendered per call."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(cast(list(values), ARRAY(String)))
+    return column.in_(values)

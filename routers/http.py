@@ -14,6 +14,7 @@ from sqlalchemy import exc as sa_exc
 
 from backend import keys
 from backend.errors import DomainError, Forbidden, Invalid
+from backend.realtime.fast import OrjsonModule
 from backend.security import AuthError, TokenClaims, bearer_token
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,11 @@ ERROR_CODES = {
     429: "too_many_requests",
     503: "unavailable",
 }
+
+
+def json_response(body: Any, *, status: int = 200) -> web.Response:
+    """A JSON answer encoded with orjson (a publish answers every stored notification)."""
+    return web.json_response(body, status=status, dumps=OrjsonModule.dumps)
 
 
 def error_response(

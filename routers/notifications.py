@@ -16,7 +16,7 @@ from backend.schemas import (
 )
 from backend.security import SCOPE_PUBLISH
 
-from .http import ApiRoutes, authenticate, parse_body, parse_query, path_id
+from .http import ApiRoutes, authenticate, json_response, parse_body, parse_query, path_id
 
 api = ApiRoutes(prefix="/api/v1")
 TAGS = ("notifications",)
@@ -41,7 +41,7 @@ async def create_notifications(request: web.Request) -> web.Response:
     created = await request.app[keys.NOTIFICATIONS].create(
         publisher=claims.sub, request=body, idempotency_key=key
     )
-    response = web.json_response({"notifications": created.notifications}, status=201)
+    response = json_response({"notifications": created.notifications}, status=201)
     if created.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
@@ -60,7 +60,7 @@ async def list_notifications(request: web.Request) -> web.Response:
         limit=query.limit,
         cursor=int(query.cursor) if query.cursor else None,
     )
-    return web.json_response({"notifications": items, "next_cursor": next_cursor})
+    return json_response({"notifications": items, "next_cursor": next_cursor})
 
 
 @api.route("GET", "/notifications/unread-count", response=UnreadCount, status=200, tags=TAGS)
@@ -68,7 +68,7 @@ async def unread_count(request: web.Request) -> web.Response:
     """The caller's exact unread count."""
     claims = authenticate(request)
     count = await request.app[keys.NOTIFICATIONS].unread_count(user_id=claims.sub)
-    return web.json_response({"count": count})
+    return json_response({"count": count})
 
 
 @api.route("POST", "/notifications/read", body=MarkRead, status=204, tags=TAGS)
@@ -97,7 +97,7 @@ async def get_notification(request: web.Request) -> web.Response:
     item = await request.app[keys.NOTIFICATIONS].get(
         user_id=claims.sub, notification_id=path_id(request)
     )
-    return web.json_response(item)
+    return json_response(item)
 
 
 @api.route("POST", "/notifications/{id:[0-9]+}/read", status=204, tags=TAGS)

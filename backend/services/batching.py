@@ -1,8 +1,9 @@
 """Group commit: concurrent requests share one transaction, each awaiting its own result.
 
-There is no timer: while one batch is being written, new requests queue up, and the next batch
-takes them all (up to a cap). At low load a request goes alone and waits for nobody; under
-load, round trips and commits are shared by many requests.
+There is no timer: while the batches in flight are being written, new requests queue up, and
+the next batch takes them all (up to a cap). At low load a request goes alone and waits for
+nobody; under load, round trips and commits are shared by many requests. Up to `concurrency`
+batches are written at once, so one batch's round trips overlap the next one's work.
 """
 
 from __future__ import annotations
@@ -23,17 +24,21 @@ class GroupCommit(Generic[Item, Result]):
         run: Callable[[list[Item]], Awaitable[list[Result]]],
         *,
         max_batch: int = 256,
+        concurrency: int = 1,
     ) -> None:
         self._run = run
         self._max_batch = max_batch
+        self._concurrency = concurrency
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain())
+        if len(self._workers) < self._concurrency:
+            worker = asyncio.create_task(self._drain())
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
         return await future
 
     async def _drain(self) -> None:

@@ -89,6 +89,9 @@ def request_hash(request: NotificationCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+BATCHES_IN_FLIGHT = 3
+
+
 class NotificationService:
     """Creates, lists and changes notifications; emits only after the commit."""
 
@@ -98,7 +101,11 @@ class NotificationService:
         self._sessionmaker = sessionmaker
         self._notifier = notifier
         self.created_total = 0  # read by /metrics
-        self._group: GroupCommit[NotificationCreate, _Stored] = GroupCommit(self._store_batch)
+        # Batches in flight lock their users in id order, so they cannot deadlock, and a user's
+        # seqs still follow commit order (a later batch waits on the earlier one's row lock).
+        self._group: GroupCommit[NotificationCreate, _Stored] = GroupCommit(
+            self._store_batch, concurrency=BATCHES_IN_FLIGHT
+        )
 
     async def create(
         self, *, publisher: str, request: NotificationCreate, idempotency_key: str | None = None

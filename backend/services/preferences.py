@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..db import one_of
 from ..errors import Invalid
 from ..models import NotificationPreference
 from ..schemas import Preferences, PreferencesUpdate
@@ -41,10 +42,11 @@ async def load_many(session: AsyncSession, user_ids: Iterable[str]) -> dict[str,
     """Preferences of many users in one query; users without a row get the defaults."""
     ids = list(user_ids)
     rows = await session.scalars(
-        select(NotificationPreference).where(NotificationPreference.user_id.in_(ids))
+        select(NotificationPreference).where(one_of(session, NotificationPreference.user_id, ids))
     )
     found = {row.user_id: to_preferences(row) for row in rows}
-    return {uid: found.get(uid) or Preferences() for uid in ids}
+    default = Preferences()  # shared by the users without a row: read it, never change it
+    return {uid: found.get(uid) or default for uid in ids}
 
 
 async def get_preferences(
