@@ -35,6 +35,10 @@ class TokenClaims:
         return scope in self.scopes
 
 
+LEEWAY_SECONDS = 5
+VERIFIED_CACHE_MAX = 100_000
+
+
 class TokenVerifier:
     """Decodes with an explicit algorithm allow-list; exp always required."""
 
@@ -50,6 +54,10 @@ class TokenVerifier:
         self._signing_key: str | None = self._key if symmetric else None
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
+        # Tokens already verified, by their exact text: a publisher sends the same token with
+        # every request, a client the same one with every reconnect. Their time limits are
+        # checked again on every use; anything else goes through the full check.
+        self._verified: dict[str, tuple[TokenClaims, float, float | None]] = {}
 
     @property
     def can_issue(self) -> bool:
@@ -58,6 +66,24 @@ class TokenVerifier:
     def verify(self, token: str | None) -> TokenClaims:
         if not token:
             raise AuthError("missing token")
+        cached = self._verified.get(token)
+        if cached is not None:
+            claims, expires, not_before = cached
+            now = time.time()
+            if now <= expires + LEEWAY_SECONDS and (
+                not_before is None or now >= not_before - LEEWAY_SECONDS
+            ):
+                return claims
+            del self._verified[token]
+        claims, payload = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_MAX:
+            self._verified.clear()
+        exp, nbf = payload.get("exp"), payload.get("nbf")
+        if isinstance(exp, int | float) and (nbf is None or isinstance(nbf, int | float)):
+            self._verified[token] = (claims, float(exp), None if nbf is None else float(nbf))
+        return claims
+
+    def _verify(self, token: str) -> tuple[TokenClaims, dict[str, Any]]:
         required = ["exp", "sub"]
         if self._audience:
             required.append("aud")
@@ -71,7 +97,7 @@ class TokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 options={"require": required, "verify_aud": self._audience is not None},
-                leeway=5,
+                leeway=LEEWAY_SECONDS,
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired") from None
@@ -89,7 +115,7 @@ class TokenVerifier:
             raise AuthError("invalid token: not yet valid") from None
         except jwt.PyJWTError:
             raise AuthError("invalid token: malformed") from None
-        return _claims(payload)
+        return _claims(payload), payload
 
     def issue(
         self,

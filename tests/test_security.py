@@ -100,3 +100,20 @@ def test_es256_tokens_verify_with_the_public_key_only() -> None:
     with pytest.raises(AuthError, match="algorithm not allowed"):
         es.verify(confused)
     assert not es.can_issue
+
+
+def test_a_verified_token_is_remembered_until_it_expires_and_then_refused() -> None:
+    checker = verifier()
+    expires = int(time.time()) - 4  # past, but inside the 5 s leeway: still accepted
+    token = encode({"sub": "alice", "exp": expires})
+    assert checker.verify(token).sub == "alice"
+    assert token in checker._verified
+    assert checker.verify(token).sub == "alice"  # from the cache
+    # A token that differs in its signature is checked in full.
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(AuthError, match="signature"):
+        checker.verify(forged)
+    time.sleep(max(0.0, expires + 5.2 - time.time()))  # now past exp and the leeway
+    with pytest.raises(AuthError, match="token expired"):
+        checker.verify(token)
+    assert token not in checker._verified
