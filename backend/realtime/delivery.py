@@ -151,9 +151,14 @@ class DeliveryMixin(socketio.AsyncManager):
                 for event, data in messages:
                     await self.emit(event, data, namespace, room=room)
             return
-        if namespace not in self.rooms:
-            return
         for room, messages in items:
+            await self.deliver_local(room, messages, namespace)
+
+    async def deliver_local(
+        self, room: str, messages: list[tuple[str, Any]], namespace: str
+    ) -> None:
+        """Deliver to this process's sessions in `room` only, bypassing any message queue."""
+        if namespace in self.rooms:
             await self._deliver(messages, namespace, room, set())
 
     async def _deliver(

@@ -38,6 +38,10 @@ class Notifier:
         """Straight to a session of this process, in order, bypassing the message queue."""
         await self._sio.manager.emit(event, data, namespace="/", room=sid, ignore_queue=True)
 
+    async def emit_many_to_local_session(self, sid: str, messages: list[tuple[str, Any]]) -> None:
+        """Several events to a session of this process, in order, in one write if it can."""
+        await self._sio.manager.deliver_local(sid, messages, "/")
+
     async def broadcast_to_room(self, room: str, event: str, data: Any) -> None:
         """An ephemeral event to a room: not stored, not recovered."""
         await self._sio.emit(event, data, room=room)

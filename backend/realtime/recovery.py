@@ -63,18 +63,20 @@ class Recovery:
                 return RecoveryResult(False, 0, last_seq)
             while True:
                 page = await self._fetch(user_id, cursor, self._page_size)
-                for item in page:
-                    await self._send(sid, item)
-                    cursor = item["seq"]
+                await self._send(sid, page)
+                if page:
+                    cursor = page[-1]["seq"]
                 sent += len(page)
                 if len(page) < self._page_size:
                     break
             while held := self._control.take_held(sid):
+                fresh = []
                 for item in sorted(held, key=lambda n: n["seq"]):
                     if item["seq"] > cursor:
-                        await self._send(sid, item)
+                        fresh.append(item)
                         cursor = item["seq"]
-                        sent += 1
+                await self._send(sid, fresh)
+                sent += len(fresh)
         except BaseException:
             self._control.release(sid)
             raise
@@ -82,5 +84,8 @@ class Recovery:
         self._control.release(sid)
         return RecoveryResult(True, sent, max(cursor, after_seq))
 
-    async def _send(self, sid: str, item: dict[str, Any]) -> None:
-        await self._notifier.emit_to_local_session(sid, NOTIFICATION, item)
+    async def _send(self, sid: str, items: list[dict[str, Any]]) -> None:
+        """A page in order, in one write when the socket is idle."""
+        if items:
+            messages = [(NOTIFICATION, item) for item in items]
+            await self._notifier.emit_many_to_local_session(sid, messages)

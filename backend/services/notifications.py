@@ -29,8 +29,24 @@ def isoformat(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def notification_json(row: Notification | store.StoredNotification) -> dict[str, Any]:
-    """The wire form of a notification, the same over REST and Socket.IO."""
+# The columns of the wire form: rows of these (not ORM objects) for lists and recovery pages.
+WIRE_COLUMNS = (
+    Notification.id,
+    Notification.seq,
+    Notification.type,
+    Notification.title,
+    Notification.body,
+    Notification.icon,
+    Notification.action_url,
+    Notification.data,
+    Notification.created_at,
+    Notification.read_at,
+)
+
+
+def notification_json(row: Any) -> dict[str, Any]:
+    """The wire form of a notification (an ORM row, a stored one, or a row of WIRE_COLUMNS),
+    the same over REST and Socket.IO."""
     return {
         "id": row.id,
         "seq": row.seq,
@@ -222,8 +238,8 @@ class NotificationService:
             condition = condition & (Notification.id < cursor)
         async with self._sessionmaker() as session:
             rows = list(
-                await session.scalars(
-                    select(Notification)
+                await session.execute(
+                    select(*WIRE_COLUMNS)
                     .where(condition)
                     .order_by(Notification.id.desc())
                     .limit(limit + 1)
@@ -260,8 +276,8 @@ class NotificationService:
     async def after_seq(self, *, user_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
         """Visible notifications stored after a seq, oldest first: the recovery query."""
         async with self._sessionmaker() as session:
-            rows = await session.scalars(
-                select(Notification)
+            rows = await session.execute(
+                select(*WIRE_COLUMNS)
                 .where(visible(user_id), Notification.seq > after_seq)
                 .order_by(Notification.seq)
                 .limit(limit)
