@@ -49,23 +49,32 @@ AfterInsert = Callable[
 ]
 
 COLUMNS = ("user_id", "seq", "type", "title", "body", "icon", "action_url", "data", "in_app")
+SHARED = ("type", "title", "body", "icon", "action_url")  # the same for a request's recipients
 
-# PostgreSQL: one fixed statement whatever the row count (prepared once per connection), the
-# columns sent as arrays. `WITH ORDINALITY` + ORDER BY keeps the insert in input order.
+# PostgreSQL: one fixed statement whatever the row count (prepared once per connection). What
+# differs per row (user, seq, in_app) goes as arrays of rows; what a request shares with all its
+# recipients (type, title, body, ...) as arrays of requests, joined by the request's number.
+# `WITH ORDINALITY` + ORDER BY keeps the insert in input order.
 PG_INSERT = text(
     """
-    INSERT INTO notifications
-        (user_id, seq, type, title, body, icon, action_url, data, in_app, read,
-         created_at, updated_at)
-    SELECT r.user_id, r.seq, r.type, r.title, r.body, r.icon, r.action_url,
-           CAST(r.data AS JSON), r.in_app, false,
-           CAST(:now AS TIMESTAMPTZ), CAST(:now AS TIMESTAMPTZ)
-    FROM unnest(CAST(:user_id AS TEXT[]), CAST(:seq AS BIGINT[]), CAST(:type AS TEXT[]),
-                CAST(:title AS TEXT[]), CAST(:body AS TEXT[]), CAST(:icon AS TEXT[]),
-                CAST(:action_url AS TEXT[]), CAST(:data AS TEXT[]), CAST(:in_app AS BOOLEAN[]))
-         WITH ORDINALITY AS r(user_id, seq, type, title, body, icon, action_url, data, in_app, n)
-    ORDER BY r.n
-    RETURNING id, user_id, seq
+    WITH inserted AS (
+        INSERT INTO notifications
+            (user_id, seq, type, title, body, icon, action_url, data, in_app, read,
+             created_at, updated_at)
+        SELECT r.user_id, r.seq, q.type, q.title, q.body, q.icon, q.action_url,
+               CAST(q.data AS JSON), r.in_app, false,
+               CAST(:now AS TIMESTAMPTZ), CAST(:now AS TIMESTAMPTZ)
+        FROM unnest(CAST(:user_id AS TEXT[]), CAST(:seq AS BIGINT[]),
+                    CAST(:in_app AS BOOLEAN[]), CAST(:request AS BIGINT[]))
+             WITH ORDINALITY AS r(user_id, seq, in_app, request, n)
+        JOIN unnest(CAST(:type AS TEXT[]), CAST(:title AS TEXT[]), CAST(:body AS TEXT[]),
+                    CAST(:icon AS TEXT[]), CAST(:action_url AS TEXT[]), CAST(:data AS TEXT[]))
+             WITH ORDINALITY AS q(type, title, body, icon, action_url, data, request)
+          ON q.request = r.request
+        ORDER BY r.n
+        RETURNING id, user_id, seq
+    )
+    SELECT array_agg(id), array_agg(user_id), array_agg(seq) FROM inserted
     """
 )
 PG_ALLOCATE = text(
@@ -156,15 +165,29 @@ async def allocate(
     }
 
 
-async def insert_rows(session: AsyncSession, rows: list[StoredNotification], now: datetime) -> None:
-    """Insert the rows in one statement and fill in their ids."""
+async def insert_rows(
+    session: AsyncSession,
+    requests: Sequence[NotificationCreate],
+    rows: list[StoredNotification],
+    request_of: list[int],
+    now: datetime,
+) -> None:
+    """Insert the rows (row i from request `request_of[i]`, counted from 1) in one statement and
+    fill in their ids."""
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
-        params: dict[str, Any] = {name: [getattr(row, name) for row in rows] for name in COLUMNS}
-        params["data"] = [OrjsonModule.dumps(row.data) for row in rows]
+        params: dict[str, Any] = {
+            name: [getattr(request, name) for request in requests] for name in SHARED
+        }
+        params["data"] = [OrjsonModule.dumps(request.data) for request in requests]
+        params["user_id"] = [row.user_id for row in rows]
+        params["seq"] = [row.seq for row in rows]
+        params["in_app"] = [row.in_app for row in rows]
+        params["request"] = request_of
         params["now"] = now
         result = await connection.execute(PG_INSERT, params)
-        ids = {(user_id, seq): row_id for row_id, user_id, seq in result.all()}
+        row_ids, user_ids, seqs = result.one()
+        ids = dict(zip(zip(user_ids, seqs, strict=True), row_ids, strict=True))
         for row in rows:
             row.id = ids[(row.user_id, row.seq)]
         return
@@ -208,7 +231,11 @@ async def store(
     next_seq = {uid: recipient.first_seq for uid, recipient in allocated.items()}
     now = utcnow()
     rows: list[StoredNotification] = []
-    for request, audience, shown in zip(requests, audiences, in_app, strict=True):
+    request_of: list[int] = []
+    for number, (request, audience, shown) in enumerate(
+        zip(requests, audiences, in_app, strict=True), start=1
+    ):
+        request_of.extend([number] * len(audience))
         for uid, visible in zip(audience, shown, strict=True):
             rows.append(
                 StoredNotification(
@@ -226,7 +253,7 @@ async def store(
                 )
             )
             next_seq[uid] += 1
-    await insert_rows(session, rows, now)
+    await insert_rows(session, requests, rows, request_of, now)
     emails = {uid: recipient.email for uid, recipient in allocated.items()}
     await after_insert(session, rows, prefs, emails)
     grouped: list[list[StoredNotification]] = []
