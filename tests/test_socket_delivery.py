@@ -144,3 +144,57 @@ async def test_websocket_compression_is_off_unless_configured(make_server: Any) 
             opening = await ws.receive_str()
             assert opening.startswith("0{")
             assert ws.compress == expected
+
+
+async def test_fan_out_writes_directly_to_idle_websockets_and_keeps_seq_order(
+    server: RunningServer,
+) -> None:
+    clients = [await server.connect(f"fan{i}") for i in range(5)]
+    polling = await server.connect("fan0", transports=["polling"])
+    control = server.app[keys.DELIVERY]
+    before = control.direct_writes
+    for title in ("one", "two", "three"):
+        await server.publish([f"fan{i}" for i in range(5)], title=title)
+    for recorder in [*clients, polling]:
+        got = await recorder.wait_for("notification", 3)
+        assert [n["title"] for n in got] == ["one", "two", "three"]
+        assert [n["seq"] for n in got] == [1, 2, 3]
+        counts = await recorder.wait_for("unread_count", 3)
+        assert [c["count"] for c in counts] == [1, 2, 3]
+    # The websocket sessions took the direct way (one write per publish each); the polling
+    # session, which has no websocket, took Engine.IO's queue and still got everything in order.
+    assert control.direct_writes - before >= 5 * 3
+
+
+async def test_a_frame_never_overtakes_a_packet_already_queued_for_the_session(
+    server: RunningServer,
+) -> None:
+    alice = await server.connect("alice")
+    sio = server.app[keys.SIO]
+    [sid] = [c.sid for c in server.app[keys.CONNECTIONS].user_sessions("alice")]
+    for round_ in range(8):  # within the outbound burst (10), so none is coalesced
+        # The first goes through Engine.IO's queue (an emit with an ack callback always does);
+        # the second is sent at once after it, while the queue's writer has not run yet.
+        await sio.emit("first", {"round": round_}, to=sid, callback=lambda *_: None)
+        await server.app[keys.NOTIFIER].emit_to_users(
+            [("alice", [("notification", {"seq": round_, "title": "second"})])]
+        )
+    await alice.wait_for("notification", 8)
+    order = [name for name, _ in alice.events if name in ("first", "notification")]
+    assert order == ["first", "notification"] * 8
+
+
+async def test_a_disconnect_leaves_no_trace_in_the_room_tables(server: RunningServer) -> None:
+    alice = await server.connect("alice", auth={"token": server.token("alice", topics=("news",))})
+    manager = server.app[keys.SIO].manager
+    [sid] = [c.sid for c in server.app[keys.CONNECTIONS].user_sessions("alice")]
+    assert (await alice.call("join", {"room": "topic:news"}))["ok"] is True
+    assert sorted(manager.get_rooms(sid, "/")) == sorted([sid, "user:alice", "topic:news"])
+    await alice.client.disconnect()
+    async with asyncio.timeout(5):
+        while server.app[keys.CONNECTIONS].user_sessions("alice"):
+            await asyncio.sleep(0.01)
+    rooms = manager.rooms.get("/", {})
+    assert all(sid not in members for members in rooms.values())
+    assert "user:alice" not in rooms and "topic:news" not in rooms
+    assert ("/", sid) not in manager._session_rooms

@@ -37,6 +37,7 @@ class DeliveryControl:
         self.missed: dict[str, int] = {}
         self.last_unread: dict[str, Any] = {}
         self.events_out = 0
+        self.direct_writes = 0  # frames written straight to a socket (fast.write_now)
 
     def hold(self, sid: str) -> None:
         self.holding.setdefault(sid, [])
@@ -199,6 +200,7 @@ class DeliveryMixin(socketio.AsyncManager):
             if all(message.frame for message in chosen):
                 frame = b"".join(message.frame for message in chosen)
                 if write_now(sockets.get(eio_sid), frame):
+                    control.direct_writes += 1
                     continue
             for message in chosen:
                 for eio_pkt in message.eio_packets(self.server.packet_class):
