@@ -41,6 +41,10 @@ class ServerCollector(Collector):
             value=self.app[keys.DELIVERY].events_out,
         )  # fmt: skip
         yield CounterMetricFamily(
+            "notify_socket_direct_writes", "writes straight to an idle websocket",
+            value=self.app[keys.DELIVERY].direct_writes,
+        )  # fmt: skip
+        yield CounterMetricFamily(
             "notify_connections_opened", "sessions opened", value=stats["total_connections"]
         )
         if keys.NOTIFICATIONS in self.app:

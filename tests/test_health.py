@@ -33,4 +33,6 @@ async def test_metrics_are_prometheus_text_with_live_numbers(server: RunningServ
         text = await response.text()
     assert "notify_connections 1.0" in text
     assert "notify_notifications_created_total 2.0" in text
+    # alice's notification and unread_count went to her idle websocket in one direct write
+    assert "notify_socket_direct_writes_total 1.0" in text
     assert 'notify_connections_by_transport{transport="websocket"} 1.0' in text
