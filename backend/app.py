@@ -151,6 +151,9 @@ async def email_worker_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
+SHUTDOWN_GRACE_SECONDS = 1.0
+
+
 async def shutdown_sockets(app: web.Application) -> None:
     """Close every client's transport before the web server goes away.
 
@@ -159,9 +162,20 @@ async def shutdown_sockets(app: web.Application) -> None:
     Socket.IO disconnect) tells the official clients to reconnect, with backoff and `last_seq`.
     """
     sio = app[keys.SIO]
-    for sock in list(sio.eio.sockets.values()):
+    sockets = list(sio.eio.sockets.values())
+    for sock in sockets:
         # wait=False: queue the CLOSE packet without waiting on a writer that may be gone.
         await sock.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
+    # A client closes its websocket on that packet; one that does not (python-engineio's client
+    # waits on its own reader) would hold the exit, so after a grace its transport is cut.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SHUTDOWN_GRACE_SECONDS
+    while loop.time() < deadline and any(getattr(s, "direct_ws", None) for s in sockets):
+        await asyncio.sleep(0.05)
+    for sock in sockets:
+        ws = getattr(sock, "direct_ws", None)
+        if ws is not None and ws.transport is not None:
+            ws.transport.abort()
     await sio.shutdown()
 
 
