@@ -54,7 +54,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     """The caller's notifications, newest first, by cursor."""
     claims = authenticate(request)
     query = parse_query(request, ListQuery)
-    items, next_cursor = await request.app[keys.NOTIFICATIONS].list(
+    items, next_cursor = await request.app[keys.NOTIFICATIONS].list_page(
         user_id=claims.sub,
         unread_only=query.unread,
         limit=query.limit,

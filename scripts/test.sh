@@ -18,5 +18,6 @@ fi
 python3 -m pip install -q --disable-pip-version-check -r requirements-test.txt
 python3 -m ruff check .
 python3 -m ruff format --check .
+python3 -m mypy
 # pytest exits 5 when it collected no test: that fails this script too (set -e).
 python3 -m pytest "$@"

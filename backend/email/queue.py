@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..models import EmailLog
@@ -14,7 +14,7 @@ QUEUED, SENDING, SENT, FAILED, SKIPPED = "queued", "sending", "sent", "failed", 
 STATUSES = (QUEUED, SENDING, SENT, FAILED, SKIPPED)
 
 
-def _due(now: datetime) -> object:
+def _due(now: datetime) -> ColumnElement[bool]:
     """Queued and due, or claimed by a worker whose lease ran out (it crashed or hung)."""
     return or_(
         (EmailLog.status == QUEUED) & (EmailLog.next_attempt_at <= now),

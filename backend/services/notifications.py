@@ -230,7 +230,7 @@ class NotificationService:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def list(
+    async def list_page(
         self, *, user_id: str, unread_only: bool, limit: int, cursor: int | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         condition = unread(user_id) if unread_only else visible(user_id)

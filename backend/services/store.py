@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import dialect_insert
@@ -191,7 +191,7 @@ async def insert_rows(
         for row in rows:
             row.id = ids[(row.user_id, row.seq)]
         return
-    table = Notification.__table__
+    table = cast(Table, Notification.__table__)
     values = [
         {
             **{name: getattr(row, name) for name in COLUMNS},

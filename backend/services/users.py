@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -33,7 +34,7 @@ async def upsert_user(
     statement = insert(User).values(
         id=user_id, email=email, name=name, created_at=now, updated_at=now
     )
-    changes = {"updated_at": now}
+    changes: dict[str, Any] = {"updated_at": now}
     if email is not None:
         changes["email"] = email
     if name is not None:
