@@ -64,7 +64,7 @@ async def _freeze_gc(_app: object) -> None:
     """After start-up: move what start-up allocated out of the collector's way, and collect
     young objects less often (a connection allocates many small, long-lived objects). Full
     collections walk every connection's objects (a pause of tens of ms at 20k connections), so
-    they come after 100 middle-generation ones instead of 10."""
+    they come after 100 middle-generation ones instead of 20."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

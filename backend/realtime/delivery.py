@@ -37,7 +37,7 @@ class DeliveryControl:
         self.missed: dict[str, int] = {}
         self.last_unread: dict[str, Any] = {}
         self.events_out = 0
-        self.direct_writes = 0  # frames written straight to a socket (fast.write_now)
+        self.direct_writes = 0  # writes straight to a socket (fast.write_now), one per session
 
     def hold(self, sid: str) -> None:
         self.holding.setdefault(sid, [])

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, select, true, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db import dialect_insert
@@ -88,16 +88,15 @@ class _KeyTaken(Exception):
 
 def visible(user_id: str) -> Any:
     """What a user may see of their own notifications: not deleted, not in-app-muted."""
-    return and_(
-        Notification.user_id == user_id,
-        Notification.deleted_at.is_(None),
-        Notification.in_app == true(),
+    return (
+        (Notification.user_id == user_id)
+        & Notification.deleted_at.is_(None)
+        & Notification.in_app.is_(True)
     )
 
 
 def unread(user_id: str) -> Any:
-    """`= false` rather than `IS false`, so PostgreSQL can use ix_notifications_unread."""
-    return and_(visible(user_id), Notification.read == false())
+    return visible(user_id) & Notification.read.is_(False)
 
 
 def request_hash(request: NotificationCreate) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,20 +28,7 @@ async def upsert_user(
     session: AsyncSession, *, user_id: str, email: str | None, name: str | None
 ) -> None:
     """Create the user, or refresh the email and name that a token or an admin supplied."""
-    now = utcnow()
-    insert = dialect_insert(session)
-    statement = insert(User).values(
-        id=user_id, email=email, name=name, created_at=now, updated_at=now
-    )
-    changes: dict[str, Any] = {"updated_at": now}
-    if email is not None:
-        changes["email"] = email
-    if name is not None:
-        changes["name"] = name
-    if len(changes) == 1:
-        await session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
-        return
-    await session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changes))
+    await upsert_users(session, {user_id: (email, name)})
 
 
 # PostgreSQL: one fixed statement for any number of users (the Core form below is compiled
