@@ -6,6 +6,7 @@ import socketio
 
 from ..config import Settings
 from .delivery import DeliveryControl, LocalManager, RedisManager
+from .engine import SocketTable
 from .fast import OrjsonModule, UncompressedWebSocket, WriterQueue
 
 
@@ -36,6 +37,8 @@ def create_socket_server(settings: Settings, control: DeliveryControl) -> socket
         engineio_logger=False,
         json=OrjsonModule,
     )
+    # Sessions entering this table become LeanSockets: fewer tasks per socket and per ping.
+    sio.eio.sockets = SocketTable()
     if not settings.websocket_compression:
         # python-engineio picks its websocket class from this table; ours turns deflate off.
         sio.eio._async = {**sio.eio._async, "websocket": UncompressedWebSocket}

@@ -1,0 +1,142 @@
+"""Engine.IO websocket sessions with fewer tasks: python-engineio's AsyncSocket, made leaner.
+
+Besides aiohttp's handler task, python-engineio gives every websocket session a task per inbound
+read (wrapped in `wait_for`, which on Python 3.11 is one more task), a writer task waiting on its
+queue through another `wait_for` task, and a task per ping that sleeps a ping interval. Held
+connections cost that on every ping: a 19.5k-connection server pinging every 10 s spent a quarter
+of its core on pings alone (bench/README.md). A LeanSocket keeps the protocol and python-engineio's
+state fields (connected, upgraded, closing, closed, last_ping, queue), and:
+
+- reads under `asyncio.timeout` (a timer handle per read, no task);
+- writes from one task that awaits its queue directly; the reader, when it ends, queues None to
+  stop it, as python-engineio does;
+- schedules each ping with `loop.call_later`, and writes it straight to the transport when nothing
+  is queued ahead of it (`fast.write_now`).
+
+A session upgraded from long-polling keeps python-engineio's own handler, and its pings take the
+queue, whose writer times out after a ping interval and timeout without a packet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from engineio import exceptions, packet
+from engineio.async_socket import AsyncSocket
+
+from .fast import text_frame, write_now
+
+log = logging.getLogger(__name__)
+
+PING = packet.Packet(packet.PING)
+PING_FRAME = text_frame(PING.encode().encode())
+
+
+class LeanSocket(AsyncSocket):  # type: ignore[misc]
+    """An Engine.IO session; instances start as AsyncSocket and get this class in SocketTable."""
+
+    # python-engineio's own fields, typed here (python-engineio ships no annotations).
+    last_ping: float | None
+    connected: bool
+    upgraded: bool
+    closing: bool
+    closed: bool
+
+    lean = False  # True once this session's websocket runs the loops below
+    ping_timer: asyncio.TimerHandle | None = None
+
+    # -- pings: one timer handle per session, not a task per ping -----------------------------
+
+    def schedule_ping(self) -> None:
+        if self.last_ping:  # only once the previous ping was answered, as in python-engineio
+            self.last_ping = None
+            self._set_timer(self.server.ping_interval)
+
+    def _set_timer(self, delay: float) -> None:
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
+        self.ping_timer = asyncio.get_running_loop().call_later(delay, self._ping_due)
+
+    def _ping_due(self) -> None:
+        self.ping_timer = None
+        if self.closing or self.closed:
+            return
+        self.last_ping = time.time()
+        if not (self.lean and write_now(self, PING_FRAME)):
+            self.queue.put_nowait(PING)
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
+            self.ping_timer = None
+        await super().close(wait=wait, abort=abort, reason=reason)
+
+    # -- the websocket transport ---------------------------------------------------------------
+
+    async def _websocket_handler(self, ws: Any) -> None:
+        if self.connected:  # an upgrade from long-polling: python-engineio's handler
+            await super()._websocket_handler(ws)
+            return
+        self.connected = True
+        self.upgraded = True
+        self.lean = True
+        server = self.server
+        writer = asyncio.get_running_loop().create_task(self._write_loop(ws))
+        read_timeout = server.ping_interval + server.ping_timeout
+        limit = server.max_http_buffer_size
+        while True:
+            try:
+                async with asyncio.timeout(read_timeout):
+                    data = await ws.wait()
+            except (asyncio.CancelledError, Exception):
+                break  # timed out, closed, refused frame, or the server going away
+            if data is None or len(data) > limit:
+                break
+            try:
+                pkt = packet.Packet(encoded_packet=data)
+            except Exception:
+                log.info("%s: closing on a malformed Engine.IO packet", self.sid)
+                break
+            try:
+                await self.receive(pkt)
+            except exceptions.UnknownPacketError:
+                pass
+            except exceptions.SocketIsClosedError:
+                break
+            except Exception:
+                log.exception("%s: error handling an inbound packet", self.sid)
+        self.queue.put_nowait(None)  # the writer ends after what is queued before it
+        await writer
+        await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+    async def _write_loop(self, ws: Any) -> None:
+        queue = self.queue
+        try:
+            while True:
+                pkt = await queue.get()
+                queue.task_done()
+                if pkt is None:
+                    break
+                await ws.send(pkt.encode())
+        except Exception:
+            pass  # a transport that failed: the reader sees it closed too
+        try:
+            await ws.close()
+        except Exception:
+            pass
+
+
+class SocketTable(dict[str, Any]):
+    """python-engineio's sid → socket table: a socket entering it becomes a LeanSocket.
+
+    python-engineio builds its AsyncSocket inline in `_handle_connect` and stores it here at once,
+    before any use; this is the one place to choose the class without replacing that method.
+    """
+
+    def __setitem__(self, sid: str, sock: Any) -> None:
+        if type(sock) is AsyncSocket:
+            sock.__class__ = LeanSocket
+        super().__setitem__(sid, sock)
