@@ -50,14 +50,19 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     async def fetch(user_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
         return await service.after_seq(user_id=user_id, after_seq=after_seq, limit=limit)
 
-    async def count_after(user_id: str, after_seq: int) -> tuple[int, int]:
-        return await service.count_after(user_id=user_id, after_seq=after_seq)
+    async def start(
+        user_id: str, after_seq: int, limit: int, max_missing: int
+    ) -> tuple[int, bool, list[dict[str, Any]]]:
+        backlog = await service.backlog(
+            user_id=user_id, after_seq=after_seq, limit=limit, max_missing=max_missing
+        )
+        return backlog.last_seq, backlog.too_far, backlog.page
 
     app[keys.RECOVERY] = Recovery(
         control=app[keys.DELIVERY],
         notifier=app[keys.NOTIFIER],
+        start=start,
         fetch=fetch,
-        count_after=count_after,
         page_size=settings.recovery_page_size,
         max_notifications=settings.recovery_max_notifications,
     )

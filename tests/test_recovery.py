@@ -106,6 +106,18 @@ async def test_too_far_behind_is_told_recovered_false(make_server: MakeServer) -
     assert result["recovered"] is False
 
 
+async def test_the_limit_counts_only_what_the_client_would_see(make_server: MakeServer) -> None:
+    # Five seqs taken since 0, more than the limit of 3; two of them deleted: 3 to send.
+    server = await make_server(recovery_max_notifications=3)
+    created = [(await server.publish(["alice"]))[0] for _ in range(5)]
+    for gone in created[:2]:
+        await server.request("DELETE", f"/api/v1/notifications/{gone['id']}", sub="alice")
+    client = await server.connect("alice", auth={"token": server.token("alice"), "last_seq": 0})
+    [result] = await client.wait_for("recovery")
+    assert result == {"recovered": True, "count": 3, "last_seq": 5}
+    assert seqs(client) == [3, 4, 5]
+
+
 async def test_deleted_and_muted_notifications_are_not_recovered(server: RunningServer) -> None:
     [gone] = await server.publish(["alice"])
     await server.publish(["alice"])

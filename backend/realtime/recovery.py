@@ -16,7 +16,8 @@ from .delivery import NOTIFICATION, DeliveryControl
 from .notifier import Notifier
 
 Fetch = Callable[[str, int, int], Awaitable[list[dict[str, Any]]]]
-CountAfter = Callable[[str, int], Awaitable[tuple[int, int]]]
+# (user, after_seq, page size, most missing) -> (latest seq, too far behind, first page)
+Start = Callable[[str, int, int, int], Awaitable[tuple[int, bool, list[dict[str, Any]]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +36,15 @@ class Recovery:
         *,
         control: DeliveryControl,
         notifier: Notifier,
+        start: Start,
         fetch: Fetch,
-        count_after: CountAfter,
         page_size: int,
         max_notifications: int,
     ) -> None:
         self._control = control
         self._notifier = notifier
+        self._start = start
         self._fetch = fetch
-        self._count_after = count_after
         self._page_size = page_size
         self._max = max_notifications
 
@@ -56,19 +57,21 @@ class Recovery:
         cursor = after_seq
         sent = 0
         try:
-            missing, last_seq = await self._count_after(user_id, after_seq)
-            if missing > self._max or after_seq > last_seq:
+            last_seq, too_far, page = await self._start(
+                user_id, after_seq, self._page_size, self._max
+            )
+            if too_far:
                 # Too far behind (or from another database): the client refetches over REST.
                 self._control.release(sid)
                 return RecoveryResult(False, 0, last_seq)
             while True:
-                page = await self._fetch(user_id, cursor, self._page_size)
                 await self._send(sid, page)
                 if page:
                     cursor = page[-1]["seq"]
                 sent += len(page)
                 if len(page) < self._page_size:
                     break
+                page = await self._fetch(user_id, cursor, self._page_size)
             while held := self._control.take_held(sid):
                 fresh = []
                 for item in sorted(held, key=lambda n: n["seq"]):

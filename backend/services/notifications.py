@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import BindParameter
 
 from ..db import dialect_insert
 from ..errors import Conflict, NotFound
@@ -86,7 +87,7 @@ class _KeyTaken(Exception):
     """A concurrent request with the same Idempotency-Key committed first."""
 
 
-def visible(user_id: str) -> Any:
+def visible(user_id: str | BindParameter[str]) -> Any:
     """What a user may see of their own notifications: not deleted, not in-app-muted."""
     return (
         (Notification.user_id == user_id)
@@ -102,6 +103,35 @@ def unread(user_id: str) -> Any:
 def request_hash(request: NotificationCreate) -> str:
     canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# Recovery's statements, built once: a reconnect storm runs them a thousand times a second.
+_USER: BindParameter[str] = bindparam("user_id")
+_AFTER: BindParameter[int] = bindparam("after_seq")
+_LAST_SEQ = select(User.last_seq).where(User.id == _USER)
+_COUNT_AFTER = select(func.count()).where(visible(_USER), Notification.seq > _AFTER)
+_PAGE_AFTER = (
+    select(*WIRE_COLUMNS)
+    .where(visible(_USER), Notification.seq > _AFTER)
+    .order_by(Notification.seq)
+    .limit(bindparam("limit"))
+)
+
+
+async def _page_after(
+    session: AsyncSession, user_id: str, after_seq: int, limit: int
+) -> list[dict[str, Any]]:
+    params = {"user_id": user_id, "after_seq": after_seq, "limit": limit}
+    return [notification_json(row) for row in await session.execute(_PAGE_AFTER, params)]
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """The start of a recovery: the user's latest seq, and the first page unless too far."""
+
+    last_seq: int
+    too_far: bool
+    page: list[dict[str, Any]]
 
 
 BATCHES_IN_FLIGHT = 3
@@ -275,22 +305,26 @@ class NotificationService:
     async def after_seq(self, *, user_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
         """Visible notifications stored after a seq, oldest first: the recovery query."""
         async with self._sessionmaker() as session:
-            rows = await session.execute(
-                select(*WIRE_COLUMNS)
-                .where(visible(user_id), Notification.seq > after_seq)
-                .order_by(Notification.seq)
-                .limit(limit)
-            )
-            return [notification_json(row) for row in rows]
+            return await _page_after(session, user_id, after_seq, limit)
 
-    async def count_after(self, *, user_id: str, after_seq: int) -> tuple[int, int]:
-        """How many visible notifications follow a seq, and the user's latest seq."""
+    async def backlog(
+        self, *, user_id: str, after_seq: int, limit: int, max_missing: int
+    ) -> Backlog:
+        """What a session behind by `after_seq` missed: its first page, in one transaction.
+
+        The seq counter bounds the count (each notification takes one seq), so the exact count
+        runs only when more than `max_missing` seqs were taken since `after_seq`.
+        """
         async with self._sessionmaker() as session:
-            count = await session.scalar(
-                select(func.count()).where(visible(user_id), Notification.seq > after_seq)
-            )
-            last_seq = await session.scalar(select(User.last_seq).where(User.id == user_id))
-        return int(count or 0), int(last_seq or 0)
+            last_seq = int(await session.scalar(_LAST_SEQ, {"user_id": user_id}) or 0)
+            if after_seq > last_seq:  # from another database, or made up
+                return Backlog(last_seq, too_far=True, page=[])
+            if last_seq - after_seq > max_missing:
+                params = {"user_id": user_id, "after_seq": after_seq}
+                if int(await session.scalar(_COUNT_AFTER, params) or 0) > max_missing:
+                    return Backlog(last_seq, too_far=True, page=[])
+            page = await _page_after(session, user_id, after_seq, limit)
+        return Backlog(last_seq, too_far=False, page=page)
 
     # -- changing --------------------------------------------------------------------------
 
