@@ -16,8 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.servers import RedisServer, start_redis
+
 from .harness import AgentPool, percentile
-from .servers import Postgres, Redis, Running, start_server
+from .servers import Postgres, Running, start_server
 
 Row = dict[str, Any]
 
@@ -55,13 +57,13 @@ class Env:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.postgres: Postgres | None = None
-        self.redis: Redis | None = None
+        self.redis: RedisServer | None = None
 
     def redis_url(self) -> str | None:
         if self.opts.procs <= 1:
             return None
         if self.redis is None:
-            self.redis = Redis.start(self.opts.db_cpus)
+            self.redis = start_redis(self.opts.db_cpus)
         return self.redis.url
 
     def pg(self) -> Postgres | None:

@@ -8,10 +8,7 @@ processes over Redis, `start(..., procs=k)`) only has to start more of them.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,29 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.servers import PostgresServer, free_port, postgres_bin, start_postgres
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 NODE_DIR = BENCH / "node"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PG_BIN = max(
-    (Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")),
-    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-    default=Path("/usr/lib/postgresql/15/bin"),
-)
 SERVERS = ("ours", "ref-python", "ref-python-frozen", "ref-node")
-
-
-def free_port() -> int:
-    """A free port outside the ephemeral range (32768-60999), so clients never take it."""
-    start = 20000 + (os.getpid() * 7919 + time.monotonic_ns()) % 9000
-    for candidate in range(start, 32000):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return candidate
-    raise RuntimeError("no free port")
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -114,66 +95,33 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 @dataclass
 class Postgres:
-    """A throw-away PostgreSQL cluster (fsync off: we measure the server, not the disk)."""
+    """A throw-away PostgreSQL cluster (the test suite's, fsync off: we measure the server, not
+    the disk), with a fresh database per server under test."""
 
-    port: int
-    base: Path
-    owner: str | None
-    cpus: str | None
+    server: PostgresServer
     counter: int = 0
 
     @classmethod
     def start(cls, cpus: str | None = None) -> Postgres:
-        base = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-        owner = None
-        if os.geteuid() == 0:
-            owner = "postgres"
-            entry = pwd.getpwnam(owner)
-            os.chown(base, entry.pw_uid, entry.pw_gid)
-        pg = cls(free_port(), base, owner, cpus)
-        pg._run(str(PG_BIN / "initdb"), "-D", str(base / "data"), "-U", "postgres", "-A",
-                "trust", "-E", "UTF8", "--no-sync")  # fmt: skip
-        options = (
-            f"-p {pg.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-            "-c shared_buffers=256MB"
-        )
-        pg._run(str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-o", options, "-l",
-                str(base / "log"), "-w", "-t", "60", "start")  # fmt: skip
-        return pg
-
-    def _run(self, *args: str) -> None:
-        command = list(args)
-        if self.cpus:
-            command = ["taskset", "-c", self.cpus, *command]
-        if self.owner:
-            command = ["runuser", "-u", self.owner, "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
+        return cls(start_postgres(cpus=cpus, settings=("shared_buffers=256MB",)))
 
     def new_database(self) -> str:
         self.counter += 1
         name = f"bench_{os.getpid()}_{self.counter}"
         subprocess.run(
-            [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "-c", f'CREATE DATABASE "{name}"'],
+            [str(postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", str(self.server.port), "-U",
+             "postgres", "-c", f'CREATE DATABASE "{name}"'],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{name}"
+        return self.server.url(name)
 
     def pids(self) -> list[int]:
         """The postmaster (whose CPU figure includes all its backends')."""
-        try:
-            first = (self.base / "data" / "postmaster.pid").read_text().split("\n", 1)[0]
-        except OSError:
-            return []
-        return [int(first)]
+        pid = self.server.postmaster_pid()
+        return [] if pid is None else [pid]
 
     def stop(self) -> None:
-        try:
-            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.base / "data"), "-m", "immediate",
-                      "-w", "stop")  # fmt: skip
-        finally:
-            shutil.rmtree(self.base, ignore_errors=True)
+        self.server.stop()
 
 
 @dataclass
@@ -331,32 +279,3 @@ def _launch(
         tail = log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{name}: {exc}\n{tail}") from None
     return proc, log
-
-
-@dataclass
-class Redis:
-    """A throw-away redis-server for the scale-out runs (no persistence)."""
-
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @classmethod
-    def start(cls, cpus: str | None = None) -> Redis:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        port = free_port()
-        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no"]  # fmt: skip
-        if cpus:
-            command = ["taskset", "-c", cpus, *command]
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port("127.0.0.1", port, proc, timeout=15)
-        return cls(port, proc)
-
-    def stop(self) -> None:
-        stop_process(self.proc)

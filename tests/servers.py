@@ -1,4 +1,5 @@
-"""Real PostgreSQL and Redis servers for the test run, on free loopback ports, stopped after."""
+"""Real PostgreSQL and Redis servers on free loopback ports, stopped after: for the test run, and
+for bench/ (which pins them to CPUs and gives PostgreSQL more shared buffers)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def free_port() -> int:
     raise RuntimeError("no free port in the test range")
 
 
-def _postgres_bin() -> Path:
+def postgres_bin() -> Path:
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
     )
@@ -49,6 +50,7 @@ class PostgresServer:
     user: str
     datadir: Path
     owner: str | None
+    cpus: str | None = None  # taskset CPU list for the cluster's processes
 
     @property
     def admin_dsn(self) -> str:
@@ -59,21 +61,32 @@ class PostgresServer:
 
     def _run(self, *args: str) -> None:
         command = list(args)
+        if self.cpus:
+            command = ["taskset", "-c", self.cpus, *command]
         if self.owner:
             command = ["runuser", "-u", self.owner, "--", *command]
         subprocess.run(command, check=True, capture_output=True, timeout=120)
 
     def stop(self) -> None:
-        pg_ctl = str(_postgres_bin() / "pg_ctl")
+        pg_ctl = str(postgres_bin() / "pg_ctl")
         try:
             self._run(pg_ctl, "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
+    def postmaster_pid(self) -> int | None:
+        """The postmaster, whose children are the cluster's backends."""
+        try:
+            return int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
 
-def start_postgres() -> PostgresServer:
-    """initdb + pg_ctl start on a temporary directory; as user postgres when we are root."""
-    bindir = _postgres_bin()
+
+def start_postgres(cpus: str | None = None, settings: tuple[str, ...] = ()) -> PostgresServer:
+    """initdb + pg_ctl start on a temporary directory; as user postgres when we are root.
+
+    `settings` are extra `-c name=value` server settings; `cpus` pins the cluster (taskset)."""
+    bindir = postgres_bin()
     owner = None
     base = Path(tempfile.mkdtemp(prefix="test-pg-"))
     if os.geteuid() == 0:
@@ -82,7 +95,7 @@ def start_postgres() -> PostgresServer:
         os.chown(base, entry.pw_uid, entry.pw_gid)
     datadir = base / "data"
     port = free_port()
-    server = PostgresServer("127.0.0.1", port, "postgres", datadir, owner)
+    server = PostgresServer("127.0.0.1", port, "postgres", datadir, owner, cpus)
     server._run(
         str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust",
         "-E", "UTF8", "--no-sync",
@@ -90,6 +103,7 @@ def start_postgres() -> PostgresServer:
     options = (
         f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        + "".join(f" -c {setting}" for setting in settings)
     )
     server._run(
         str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l", str(base / "log"),
@@ -116,16 +130,26 @@ class RedisServer:
             self.process.wait(timeout=10)
 
 
-def start_redis() -> RedisServer:
+def start_redis(cpus: str | None = None) -> RedisServer:
+    """redis-server without persistence; `cpus` pins it (taskset)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed; run scripts/test.sh")
     port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    if cpus:
+        command = ["taskset", "-c", cpus, *command]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
