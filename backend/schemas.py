@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+
+@functools.lru_cache(maxsize=1024)  # a batch of rows shares one created_at
+def isoformat(value: datetime | None) -> str | None:
+    """A timestamp on the wire (REST, Socket.IO, email logs): UTC, microseconds, a Z."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
 
 DigestFrequency = Literal["immediate", "hourly", "daily", "weekly", "never"]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]

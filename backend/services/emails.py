@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -15,16 +15,12 @@ from ..email.compose import immediate_subject
 from ..email.policy import email_frequency, is_type_override, unread_delay_minutes
 from ..errors import Conflict, NotFound
 from ..models import EmailLog, User, utcnow
-from ..schemas import Preferences, PreferencesUpdate, TypeSetting
+from ..schemas import Preferences, PreferencesUpdate, TypeSetting, isoformat
 from . import preferences as preference_service
 from .store import StoredNotification
 from .users import upsert_user
 
 log = logging.getLogger(__name__)
-
-
-def isoformat(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 async def queue_immediate(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
@@ -18,17 +17,9 @@ from ..db import dialect_insert
 from ..errors import Conflict, NotFound
 from ..models import IdempotencyKey, Notification, User, utcnow
 from ..realtime.notifier import Notifier
-from ..schemas import NotificationCreate, Preferences
+from ..schemas import NotificationCreate, Preferences, isoformat
 from . import emails, store
 from .batching import GroupCommit
-
-
-@functools.lru_cache(maxsize=1024)  # a batch of rows shares one created_at
-def isoformat(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
 
 # The columns of the wire form: rows of these (not ORM objects) for lists and recovery pages.
 WIRE_COLUMNS = (
