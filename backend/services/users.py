@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import func, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db import dialect_insert
@@ -72,9 +74,14 @@ async def upsert_users(
          "updated_at": now}
         for uid in ids
     ]  # fmt: skip
+    await session.execute(SQLITE_UPSERT_USERS, rows)
+
+
+def _sqlite_upsert_users() -> Any:
+    """The same upsert in SQLite's dialect, built once (built per call it was compiled per call)."""
     table = User.__table__
-    insert = dialect_insert(session)(table)
-    statement = insert.on_conflict_do_update(
+    insert = sqlite_insert(User)
+    return insert.on_conflict_do_update(
         index_elements=["id"],
         set_={
             "email": func.coalesce(insert.excluded.email, table.c.email),
@@ -83,7 +90,9 @@ async def upsert_users(
         },
         where=insert.excluded.email.is_not(None) | insert.excluded.name.is_not(None),
     )
-    await session.execute(statement, rows)
+
+
+SQLITE_UPSERT_USERS = _sqlite_upsert_users()
 
 
 class UserDirectory:
