@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import String, any_, cast, event
+from sqlalchemy import String, any_, bindparam, event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -70,11 +69,12 @@ def dialect_insert(session: AsyncSession) -> Any:
     return sqlite_insert
 
 
-def one_of(session: AsyncSession, column: Any, values: Sequence[str]) -> Any:
-    """`column IN values`; on PostgreSQL `column = ANY(:array)`: one parameter, so one statement
-    whatever the number of values, and no SQL rendered per call."""
-    if session.get_bind().dialect.name == "postgresql":
+def one_of(dialect: str, column: Any, name: str) -> Any:
+    """`column IN :name`, the list bound at execution. On PostgreSQL `column = ANY(:name)`: one
+    array parameter, so one prepared statement whatever the number of values; elsewhere an
+    expanding IN. Built once per dialect, a statement with it is compiled once."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
 
-        return column == any_(cast(list(values), ARRAY(String)))
-    return column.in_(values)
+        return column == any_(bindparam(name, type_=ARRAY(String)))
+    return column.in_(bindparam(name, expanding=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
@@ -15,7 +16,8 @@ from ..schemas import Preferences, PreferencesUpdate
 from .users import ensure_users
 
 
-def to_preferences(row: NotificationPreference | None) -> Preferences:
+def to_preferences(row: Any) -> Preferences:
+    """From a NotificationPreference, a row of PREFERENCE_COLUMNS, or None (the defaults)."""
     if row is None:
         return Preferences()
     return Preferences.model_validate(
@@ -38,12 +40,29 @@ def in_app_enabled(preferences: Preferences, notification_type: str) -> bool:
     return preferences.in_app_notifications
 
 
+PREFERENCE_COLUMNS = (
+    NotificationPreference.user_id,
+    NotificationPreference.email_notifications,
+    NotificationPreference.in_app_notifications,
+    NotificationPreference.digest_frequency,
+    NotificationPreference.type_settings,
+    NotificationPreference.timezone,
+    NotificationPreference.digest_hour,
+)
+# Every publish batch runs this: built once per dialect, read as plain rows (no ORM objects).
+_LOAD_MANY = {
+    dialect: select(*PREFERENCE_COLUMNS).where(
+        one_of(dialect, NotificationPreference.user_id, "ids")
+    )
+    for dialect in ("postgresql", "sqlite")
+}
+
+
 async def load_many(session: AsyncSession, user_ids: Iterable[str]) -> dict[str, Preferences]:
     """Preferences of many users in one query; users without a row get the defaults."""
     ids = list(user_ids)
-    rows = await session.scalars(
-        select(NotificationPreference).where(one_of(session, NotificationPreference.user_id, ids))
-    )
+    statement = _LOAD_MANY[session.get_bind().dialect.name]
+    rows = await session.execute(statement, {"ids": ids})
     found = {row.user_id: to_preferences(row) for row in rows}
     default = Preferences()  # shared by the users without a row: read it, never change it
     return {uid: found.get(uid) or default for uid in ids}
