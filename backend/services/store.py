@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db import dialect_insert
 from ..models import Notification, TopicSubscription, User, utcnow
 from ..realtime.fast import OrjsonModule
 from ..schemas import NotificationCreate, Preferences
@@ -93,6 +93,33 @@ PG_ALLOCATE = text(
 )
 
 
+def _sqlite_statements() -> tuple[Any, Any]:
+    """SQLite's forms of the allocate upsert and the insert, built once (built per call, they
+    were compiled per call)."""
+    users = User.__table__
+    upsert = sqlite_insert(User)
+    allocate = upsert.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            "last_seq": users.c.last_seq + upsert.excluded.last_seq,
+            "unread_count": users.c.unread_count + upsert.excluded.unread_count,
+            "updated_at": upsert.excluded.updated_at,
+        },
+    ).returning(
+        users.c.id,
+        users.c.last_seq,
+        users.c.unread_count,
+        users.c.email,
+        sort_by_parameter_order=True,
+    )
+    notifications = cast(Table, Notification.__table__)
+    rows = insert(notifications).returning(notifications.c.id, sort_by_parameter_order=True)
+    return allocate, rows
+
+
+SQLITE_ALLOCATE, SQLITE_INSERT = _sqlite_statements()
+
+
 @dataclass(frozen=True, slots=True)
 class Recipient:
     """What allocating gives back per user: the first reserved seq, the unread count with the
@@ -132,22 +159,6 @@ async def allocate(
         }
         result = await connection.execute(PG_ALLOCATE, params)
     else:
-        table = User.__table__
-        upsert = dialect_insert(session)(table)
-        statement = upsert.on_conflict_do_update(
-            index_elements=["id"],
-            set_={
-                "last_seq": table.c.last_seq + upsert.excluded.last_seq,
-                "unread_count": table.c.unread_count + upsert.excluded.unread_count,
-                "updated_at": now,
-            },
-        ).returning(
-            table.c.id,
-            table.c.last_seq,
-            table.c.unread_count,
-            table.c.email,
-            sort_by_parameter_order=True,
-        )
         rows = [
             {
                 "id": uid,
@@ -158,7 +169,7 @@ async def allocate(
             }
             for uid in ids
         ]
-        result = await connection.execute(statement, rows)
+        result = await connection.execute(SQLITE_ALLOCATE, rows)
     return {
         uid: Recipient(last_seq - wanted[uid] + 1, count, email)
         for uid, last_seq, count, email in result.all()
@@ -191,7 +202,6 @@ async def insert_rows(
         for row in rows:
             row.id = ids[(row.user_id, row.seq)]
         return
-    table = cast(Table, Notification.__table__)
     values = [
         {
             **{name: getattr(row, name) for name in COLUMNS},
@@ -201,8 +211,7 @@ async def insert_rows(
         }
         for row in rows
     ]
-    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-    result = await connection.execute(statement, values)
+    result = await connection.execute(SQLITE_INSERT, values)
     for row, row_id in zip(rows, result.scalars().all(), strict=True):
         row.id = row_id
 
