@@ -51,6 +51,7 @@ class PostgresServer:
     datadir: Path
     owner: str | None
     cpus: str | None = None  # taskset CPU list for the cluster's processes
+    options: str = ""  # the server's command-line options, kept for resume()
 
     @property
     def admin_dsn(self) -> str:
@@ -68,11 +69,23 @@ class PostgresServer:
         subprocess.run(command, check=True, capture_output=True, timeout=120)
 
     def stop(self) -> None:
-        pg_ctl = str(postgres_bin() / "pg_ctl")
+        """Stop the server and remove its data."""
         try:
-            self._run(pg_ctl, "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+            self._pg_ctl("-m", "immediate", "stop")
         finally:
             shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (an outage); resume() starts it again."""
+        self._pg_ctl("-m", "fast", "stop")
+
+    def resume(self) -> None:
+        self._pg_ctl(
+            "-o", self.options, "-l", str(self.datadir.parent / "log"), "-t", "60", "start"
+        )
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run(str(postgres_bin() / "pg_ctl"), "-D", str(self.datadir), "-w", *args)
 
     def postmaster_pid(self) -> int | None:
         """The postmaster, whose children are the cluster's backends."""
@@ -95,20 +108,17 @@ def start_postgres(cpus: str | None = None, settings: tuple[str, ...] = ()) -> P
         os.chown(base, entry.pw_uid, entry.pw_gid)
     datadir = base / "data"
     port = free_port()
-    server = PostgresServer("127.0.0.1", port, "postgres", datadir, owner, cpus)
-    server._run(
-        str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust",
-        "-E", "UTF8", "--no-sync",
-    )  # fmt: skip
     options = (
         f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         + "".join(f" -c {setting}" for setting in settings)
     )
+    server = PostgresServer("127.0.0.1", port, "postgres", datadir, owner, cpus, options)
     server._run(
-        str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l", str(base / "log"),
-        "-w", "-t", "60", "start",
+        str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust",
+        "-E", "UTF8", "--no-sync",
     )  # fmt: skip
+    server.resume()
     return server
 
 
