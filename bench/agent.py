@@ -26,10 +26,14 @@ from .wsclient import Conn, Sink, open_conn
 MAX_SECONDS = 3600  # no agent outlives this, whatever the orchestrator does
 
 
-def make_token(secret: str, sub: str, scope: str | None = None, ttl: int = 7200) -> str:
+def make_token(
+    secret: str, sub: str, scope: str | None = None, ttl: int = 7200, topics: tuple[str, ...] = ()
+) -> str:
     claims: dict[str, Any] = {"sub": sub, "exp": int(time.time()) + ttl}
     if scope:
         claims["scope"] = scope
+    if topics:
+        claims["topics"] = list(topics)
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

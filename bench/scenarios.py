@@ -16,8 +16,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
 from tests.servers import RedisServer, start_redis
 
+from .agent import make_token
 from .harness import AgentPool, percentile
 from .servers import Postgres, Running, start_server
 
@@ -205,11 +208,18 @@ async def _settle(running: Running, seconds: float = 0.3) -> None:
     assert running.alive(), f"{running.name} died"
 
 
-async def fanout(env: Env, name: str, mode: str = "users") -> list[Row]:
+Prepare = Callable[[Running, int, str], Awaitable[None]]
+
+
+async def fanout(
+    env: Env, name: str, mode: str = "users", prepare: Prepare | None = None
+) -> list[Row]:
     opts = env.opts
     rows = []
     for n in opts.n:
         async with session(env, name, n, f"f{n}u") as (running, pool, conn):
+            if prepare is not None:
+                await prepare(running, n, f"f{n}u")
             runs = []
             for r in range(opts.fanout_repeat):
                 await pool.reset()
@@ -369,10 +379,35 @@ async def fanout_users(env: Env, name: str) -> list[Row]:
     return await fanout(env, name, "users")
 
 
+BROADCAST_TOPIC = "everyone"
+
+
+async def subscribe_all(env: Env, running: Running, n: int, prefix: str) -> None:
+    """Users prefix0..prefix(n-1) subscribe to BROADCAST_TOPIC over REST (64 at a time)."""
+    url = running.url() + f"/api/v1/topics/{BROADCAST_TOPIC}/subscription"
+    gate = asyncio.Semaphore(64)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+
+        async def one(i: int) -> None:
+            token = make_token(env.opts.secret, f"{prefix}{i}", topics=(BROADCAST_TOPIC,))
+            async with gate, http.put(url, headers={"Authorization": f"Bearer {token}"}) as r:
+                if r.status != 204:
+                    raise RuntimeError(f"subscribe {prefix}{i}: {r.status} {await r.text()}")
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+
 async def fanout_broadcast(env: Env, name: str) -> list[Row]:
-    if name == "ours":
-        return [{"scenario": "fanout-broadcast", "server": name, "skipped": "topic needs subs"}]
-    return await fanout(env, name, "broadcast")
+    """One POST `{"topic": "everyone"}`: the references emit it to one room; ours stores one
+    notification per subscriber (every connected user subscribes first, over REST) and sends
+    each its own."""
+    if name != "ours":
+        return await fanout(env, name, "broadcast")
+
+    async def prepare(running: Running, n: int, prefix: str) -> None:
+        await subscribe_all(env, running, n, prefix)
+
+    return await fanout(env, name, "broadcast", prepare=prepare)
 
 
 SCENARIOS: dict[str, Callable[[Env, str], Awaitable[list[Row]]]] = {

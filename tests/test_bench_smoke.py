@@ -66,6 +66,12 @@ async def test_harness_delivers_everything(server: str, tmp_path: Path) -> None:
         assert fan["delivered"] == N, fan
         assert fan["last_ms"] > 0 and fan["cpu_us_per_delivery"] >= 0
 
+        # One POST to a topic: a room broadcast for the references, one stored notification
+        # per subscriber for ours (every client subscribes over REST first).
+        [topic] = await SCENARIOS["fanout-broadcast"](env, server)
+        assert topic["statuses"] == {"201": 1}, topic
+        assert topic["delivered"] == N, topic
+
         [one] = await SCENARIOS["targeted"](env, server)
         assert one["posts"] == 100 and one["statuses"] == {"201": 100}, one
         assert one["delivered"] == one["expected"] == 100, one
