@@ -1,0 +1,1 @@
+"""Attack tests: hostile input and resource exhaustion, each refused with a clear error."""
