@@ -9,6 +9,7 @@ from typing import Any
 import jwt
 
 from .config import Settings
+from .email.schemas import EMAIL_ADDRESS
 
 SCOPE_PUBLISH = "notifications:publish"
 SCOPE_ADMIN = "notifications:admin"
@@ -37,6 +38,9 @@ class TokenClaims:
 
 LEEWAY_SECONDS = 5
 VERIFIED_CACHE_MAX = 100_000
+# Time claims are seconds since 1970 up to the end of year 9999: anything beyond cannot be a
+# real date (a 10^400 `exp` would overflow every float it meets, and never expire).
+MAX_TIMESTAMP = 253_402_300_799
 
 
 class TokenVerifier:
@@ -78,9 +82,9 @@ class TokenVerifier:
         claims, payload = self._verify(token)
         if len(self._verified) >= VERIFIED_CACHE_MAX:
             self._verified.clear()
-        exp, nbf = payload.get("exp"), payload.get("nbf")
-        if isinstance(exp, int | float) and (nbf is None or isinstance(nbf, int | float)):
-            self._verified[token] = (claims, float(exp), None if nbf is None else float(nbf))
+        # _claims() checked both are in range, so the floats cannot overflow.
+        exp, nbf = payload["exp"], payload.get("nbf")
+        self._verified[token] = (claims, float(exp), None if nbf is None else float(nbf))
         return claims
 
     def _verify(self, token: str) -> tuple[TokenClaims, dict[str, Any]]:
@@ -147,20 +151,46 @@ class TokenVerifier:
         return jwt.encode(payload, self._signing_key, algorithm=self._algorithms[0])
 
 
+def _timestamp(payload: dict[str, Any], claim: str) -> None:
+    value = payload.get(claim)
+    if value is None and claim != "exp":
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= MAX_TIMESTAMP  # also false for NaN
+    ):
+        raise AuthError(f"invalid token: {claim} must be a time between 1970 and 9999")
+
+
 def _claims(payload: dict[str, Any]) -> TokenClaims:
     sub = payload.get("sub")
     if not isinstance(sub, str) or not sub.strip() or len(sub) > 255:
         raise AuthError("invalid token: sub must be a non-empty string of at most 255 characters")
+    for claim in ("exp", "nbf", "iat"):
+        _timestamp(payload, claim)
     scope = payload.get("scope", payload.get("scp", ""))
-    scopes = scope.split() if isinstance(scope, str) else [s for s in scope if isinstance(s, str)]
+    if isinstance(scope, str):
+        scopes = scope.split()
+    elif isinstance(scope, list):
+        scopes = [s for s in scope if isinstance(s, str)]
+    else:
+        raise AuthError("invalid token: scope must be a string or a list of strings")
     topics = payload.get("topics", [])
     email = payload.get("email")
+    if email is not None and (
+        not isinstance(email, str) or len(email) > 320 or not EMAIL_ADDRESS.fullmatch(email)
+    ):
+        # As strict as PUT /admin/users/{id}: "a@x.example, b@y.example" is not one address.
+        raise AuthError("invalid token: email must be a single email address")
     name = payload.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 255):
+        raise AuthError("invalid token: name must be a string of at most 255 characters")
     return TokenClaims(
         sub=sub,
         scopes=frozenset(scopes),
-        email=email if isinstance(email, str) else None,
-        name=name if isinstance(name, str) else None,
+        email=email,
+        name=name,
         topics=frozenset(t for t in topics if isinstance(t, str))
         if isinstance(topics, list)
         else frozenset(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
@@ -9,10 +10,15 @@ from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 from ..schemas import Strict
 
 EmailStatus = Literal["queued", "sending", "sent", "failed", "skipped"]
-# Deliberately plain: one @, no spaces or controls; the SMTP server is the real judge.
-EmailAddress = Annotated[
-    str, StringConstraints(max_length=320, pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s]+$")
-]
+# One address and nothing else: a dot-atom local part (no quotes, commas, angle brackets or
+# spaces, so a header can never hold two), a dotted domain; non-ASCII letters are allowed.
+# Deliberately plain beyond that: the SMTP server is the real judge.
+EMAIL_PATTERN = (
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\uffff-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\uffff-]+)*"
+    r"@[A-Za-z0-9\u0080-\uffff-]+(\.[A-Za-z0-9\u0080-\uffff-]+)+$"
+)
+EMAIL_ADDRESS = re.compile(EMAIL_PATTERN)
+EmailAddress = Annotated[str, StringConstraints(max_length=320, pattern=EMAIL_PATTERN)]
 
 
 class EmailLogQuery(Strict):

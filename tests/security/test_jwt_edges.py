@@ -1,0 +1,116 @@
+"""Tokens signed with the right key but absurd claims: a 401 or a connect_error, never a 500."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from jwt.api_jws import PyJWS
+
+from backend.config import Secret, Settings
+from backend.security import AuthError, TokenVerifier
+
+from ..conftest import TEST_SECRET, RunningServer
+
+HOUR = 3600
+
+
+def signed(payload_json: str) -> str:
+    """A validly signed HS256 token over this exact JSON text (so it may hold 1e400 or 10^400)."""
+    return PyJWS().encode(payload_json.encode(), TEST_SECRET, algorithm="HS256")
+
+
+def soon() -> int:
+    return int(time.time()) + HOUR
+
+
+HUGE = "1" + "0" * 400  # the integer 10^400, as JSON writes it
+ABSURD_TOKENS = {
+    "exp 10^400": f'{{"sub": "mallory", "exp": {HUGE}}}',
+    "exp -10^400": f'{{"sub": "mallory", "exp": -{HUGE}}}',
+    "exp 1e400 (infinity)": '{"sub": "mallory", "exp": 1e400}',
+    "exp NaN": '{"sub": "mallory", "exp": NaN}',
+    "exp a string": '{"sub": "mallory", "exp": "tomorrow"}',
+    "nbf 10^400": f'{{"sub": "mallory", "exp": {soon()}, "nbf": {HUGE}}}',
+    "nbf -10^400": f'{{"sub": "mallory", "exp": {soon()}, "nbf": -{HUGE}}}',
+    "iat 10^400": f'{{"sub": "mallory", "exp": {soon()}, "iat": {HUGE}}}',
+    "iat -10^400": f'{{"sub": "mallory", "exp": {soon()}, "iat": -{HUGE}}}',
+    "scope a number": f'{{"sub": "mallory", "exp": {soon()}, "scope": 5}}',
+    "two addresses in email": (
+        f'{{"sub": "mallory", "exp": {soon()}, "email": "a@x.example, b@y.example"}}'
+    ),
+    "a display name in email": (
+        f'{{"sub": "mallory", "exp": {soon()}, "email": "Bob <b@y.example>"}}'
+    ),
+    "email a list": f'{{"sub": "mallory", "exp": {soon()}, "email": ["a@x.example"]}}',
+    "name of 300 characters": f'{{"sub": "mallory", "exp": {soon()}, "name": "{"n" * 300}"}}',
+}
+
+
+@pytest.mark.parametrize("payload", ABSURD_TOKENS.values(), ids=ABSURD_TOKENS.keys())
+def test_absurd_claims_are_refused_with_a_reason(payload: str) -> None:
+    verifier = TokenVerifier(Settings(jwt_secret=Secret(TEST_SECRET)))
+    token = signed(payload)
+    for _ in range(2):  # the second time would come from the verified-token cache
+        with pytest.raises(AuthError) as refused:
+            verifier.verify(token)
+        assert refused.value.reason.startswith(("invalid token", "token expired"))
+
+
+def test_a_single_plain_email_claim_is_kept() -> None:
+    token = signed(f'{{"sub": "ann", "exp": {soon()}, "email": "ann.b+news@mail.example"}}')
+    assert (
+        TokenVerifier(Settings(jwt_secret=Secret(TEST_SECRET))).verify(token).email
+        == "ann.b+news@mail.example"
+    )
+
+
+@pytest.mark.parametrize("payload", ABSURD_TOKENS.values(), ids=ABSURD_TOKENS.keys())
+async def test_rest_answers_401_with_the_json_error_body(
+    server: RunningServer, payload: str
+) -> None:
+    headers = {"Authorization": f"Bearer {signed(payload)}"}
+    status, body = await server.request("GET", "/api/v1/notifications", headers=headers)
+    assert status == 401, body
+    assert body["error"]["code"] == "unauthorized"
+    assert body["error"]["message"].startswith(("invalid token", "token expired"))
+
+
+@pytest.mark.parametrize(
+    "name", ["exp 10^400", "nbf -10^400", "exp 1e400 (infinity)", "two addresses in email"]
+)
+async def test_socket_connect_is_refused_with_a_reason(server: RunningServer, name: str) -> None:
+    import socketio
+
+    client = socketio.AsyncClient(reconnection=False)
+    errors: list[Any] = []
+    client.on("connect_error", errors.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect(
+            server.url,
+            auth={"token": signed(ABSURD_TOKENS[name])},
+            transports=["websocket"],
+            wait_timeout=5,
+        )
+    assert errors and errors[0]["message"].startswith(("invalid token", "token expired")), errors
+    await client.disconnect()
+
+
+async def test_an_email_claim_with_two_addresses_never_reaches_a_to_header(
+    server: RunningServer,
+) -> None:
+    """The token is refused, so the user is never recorded with that address."""
+    token = signed(f'{{"sub": "eve", "exp": {soon()}, "email": "a@x.example, b@y.example"}}')
+    status, _ = await server.request(
+        "GET", "/api/v1/preferences", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert status == 401
+    status, body = await server.request(
+        "PUT",
+        "/api/v1/admin/users/eve",
+        sub="ops",
+        scopes=("notifications:admin",),
+        json={"email": "a@x.example, b@y.example"},
+    )
+    assert status == 422, body
