@@ -5,8 +5,18 @@ from __future__ import annotations
 import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    model_validator,
+)
 
 
 @functools.lru_cache(maxsize=1024)  # a batch of rows shares one created_at
@@ -18,7 +28,13 @@ def isoformat(value: datetime | None) -> str | None:
 
 
 DigestFrequency = Literal["immediate", "hourly", "daily", "weekly", "never"]
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
+# Surrounding whitespace is dropped, so an id needs one character that is not whitespace (those
+# pydantic strips, spelled out: \s differs between the regex dialects that read the document).
+NOT_ONLY_SPACE = "[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+UserId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255, strip_whitespace=True, pattern=NOT_ONLY_SPACE),
+]
 TypeName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
 ]
@@ -28,13 +44,54 @@ TopicName = Annotated[
 Url = Annotated[str, StringConstraints(max_length=2048, pattern=r"^(https?://|/)")]
 
 
+def _integral(value: object) -> object:
+    """JSON Schema counts 5.0 as an integer; bodies are validated strictly (no `true`, no
+    `"5"`), so an integral float becomes its int first."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Last in an int's Annotated (after its bounds, which the JSON schema would lose otherwise).
+INTEGRAL = BeforeValidator(_integral)
+
+
+@functools.cache
+def known_timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _known_timezone(value: str) -> str:
+    if value not in known_timezones():
+        raise ValueError(f"unknown timezone {value!r}")
+    return value
+
+
+def _timezone_enum(schema: dict[str, Any]) -> None:
+    schema["enum"] = sorted(known_timezones())
+
+
+TimezoneName = Annotated[
+    str, AfterValidator(_known_timezone), Field(json_schema_extra=_timezone_enum)
+]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def exactly_one(*names: str) -> ConfigDict:
+    """Say in the JSON schema what a model validator enforces: one of these fields, non-null."""
+    branches: list[JsonValue] = [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in names
+    ]
+    return ConfigDict(extra="forbid", json_schema_extra={"oneOf": branches})
 
 
 class NotificationCreate(Strict):
     """A publish request: user_ids or topic, not both."""
 
+    model_config = exactly_one("user_ids", "topic")
     user_ids: list[UserId] | None = Field(default=None, min_length=1, max_length=1000)
     topic: TopicName | None = None
     type: TypeName
@@ -82,8 +139,9 @@ class UnreadCount(BaseModel):
 class MarkRead(Strict):
     """`{"ids": [...]}` or `{"id": n}`."""
 
-    ids: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, max_length=1000)
-    id: Annotated[int, Field(ge=1)] | None = None
+    model_config = exactly_one("ids", "id")
+    ids: list[Annotated[int, Field(ge=1), INTEGRAL]] | None = Field(default=None, max_length=1000)
+    id: Annotated[int, Field(ge=1), INTEGRAL] | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> MarkRead:
@@ -98,7 +156,7 @@ class MarkRead(Strict):
 class TypeSetting(Strict):
     email: DigestFrequency | None = None
     in_app: bool | None = None
-    email_if_unread_after: Annotated[int, Field(ge=0, le=10080)] | None = None
+    email_if_unread_after: Annotated[int, Field(ge=0, le=10080), INTEGRAL] | None = None
 
 
 class Preferences(BaseModel):
@@ -117,8 +175,8 @@ class PreferencesUpdate(Strict):
     in_app_notifications: bool | None = None
     digest_frequency: DigestFrequency | None = None
     type_settings: dict[TypeName, TypeSetting] | None = None
-    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
-    digest_hour: Annotated[int, Field(ge=0, le=23)] | None = None
+    timezone: TimezoneName | None = None
+    digest_hour: Annotated[int, Field(ge=0, le=23), INTEGRAL] | None = None
 
 
 class ErrorDetail(BaseModel):
@@ -145,6 +203,18 @@ class DevToken(BaseModel):
 
 class DevConfig(BaseModel):
     dev_sign_in: bool
+
+
+# Printable ASCII without surrounding spaces: what survives a header unchanged.
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[!-~]([ -~]*[!-~])?$")
+]
+
+
+class PublishHeaders(BaseModel):
+    """Retries with the same key return the first answer instead of storing again."""
+
+    idempotency_key: IdempotencyKey | None = Field(default=None, alias="Idempotency-Key")
 
 
 # -- Socket.IO event payloads ------------------------------------------------------------------

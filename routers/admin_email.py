@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import TypeAdapter
 
 from backend import keys
 from backend.email.schemas import EmailLogList, EmailLogOut, EmailLogQuery, UserOut, UserUpdate
+from backend.schemas import UserId
 from backend.security import SCOPE_ADMIN
 from backend.services import emails as service
 
-from .http import ApiRoutes, authenticate, parse_body, parse_query, path_id
+from .http import ApiRoutes, authenticate, parse_body, parse_query, path_id, path_value
 
 api = ApiRoutes(prefix="/api/v1")
 TAGS = ("admin",)
+USER_PATH = {"user_id": TypeAdapter(UserId)}
 
 
 @api.route(
@@ -47,6 +50,7 @@ async def list_email_logs(request: web.Request) -> web.Response:
     status=200,
     scope=SCOPE_ADMIN,
     tags=TAGS,
+    errors={409: "the email has not failed"},
 )
 async def retry_email(request: web.Request) -> web.Response:
     """Put a failed email back in the queue (409 unless it failed)."""
@@ -58,6 +62,7 @@ async def retry_email(request: web.Request) -> web.Response:
 @api.route(
     "PUT",
     "/admin/users/{user_id}",
+    path_types=USER_PATH,
     body=UserUpdate,
     response=UserOut,
     status=200,
@@ -67,9 +72,7 @@ async def retry_email(request: web.Request) -> web.Response:
 async def put_user(request: web.Request) -> web.Response:
     """Set a recipient's email address and name, so emails can reach them."""
     authenticate(request, SCOPE_ADMIN)
-    user_id = request.match_info["user_id"].strip()
-    if not 1 <= len(user_id) <= 255:
-        raise web.HTTPNotFound()
+    user_id: str = path_value(request, "user_id", USER_PATH["user_id"])
     body = await parse_body(request, UserUpdate)
     user = await service.register_user(
         sessionmaker=request.app[keys.SESSIONMAKER],

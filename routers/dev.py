@@ -29,6 +29,7 @@ async def dev_config(request: web.Request) -> web.Response:
     status=200,
     auth=False,
     tags=TAGS,
+    errors={404: "not the embedded default: a real secret is configured"},
 )
 async def dev_token(request: web.Request) -> web.Response:
     """Issue a token for any user name (embedded default only; 404 otherwise)."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import exc as sa_exc
 
 from backend import keys
@@ -132,11 +132,26 @@ async def parse_body(request: web.Request, model: type[Model]) -> Model:
     if not isinstance(payload, dict):
         details = [{"loc": [], "msg": "expected a JSON object", "type": "model_type"}]
         raise Invalid("the body must be a JSON object", details=details)
-    return model.model_validate(payload)
+    # Strict: a JSON body says its types, so `false` or `"5"` is no integer, as the schema says.
+    return model.model_validate(payload, strict=True)
 
 
 def parse_query(request: web.Request, model: type[Model]) -> Model:
     return model.model_validate(dict(request.query))
+
+
+def parse_headers(request: web.Request, model: type[Model]) -> Model:
+    """The headers a model names (by alias), validated like a body: 422 when they break it."""
+    names = [info.alias or name for name, info in model.model_fields.items()]
+    return model.model_validate({n: request.headers[n] for n in names if n in request.headers})
+
+
+def path_value(request: web.Request, name: str, adapter: TypeAdapter[Any]) -> Any:
+    """A path parameter that breaks its documented type names no resource: 404."""
+    try:
+        return adapter.validate_python(request.match_info[name])
+    except ValidationError:
+        raise web.HTTPNotFound() from None
 
 
 def path_id(request: web.Request, name: str = "id") -> int:
@@ -156,10 +171,17 @@ class Operation:
     status: int
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
+    headers: type[BaseModel] | None = None
+    # path parameters other than `{id:[0-9]+}` (a positive integer), with their types
+    path_types: Mapping[str, TypeAdapter[Any]] = field(default_factory=dict)
     response: type[BaseModel] | None = None
     scope: str | None = None
     auth: bool = True
     tags: tuple[str, ...] = ()
+    # answers besides the generic ones (401, 403, 422, ...): status -> when
+    errors: Mapping[int, str] = field(default_factory=dict)
+    # the success answer may be an HTML page (for browsers) besides JSON
+    html: bool = False
 
 
 @dataclass

@@ -5,18 +5,26 @@ from __future__ import annotations
 from aiohttp import web
 
 from backend import keys
-from backend.errors import Invalid
 from backend.schemas import (
     ListQuery,
     MarkRead,
     NotificationCreate,
     NotificationList,
     NotificationOut,
+    PublishHeaders,
     UnreadCount,
 )
 from backend.security import SCOPE_PUBLISH
 
-from .http import ApiRoutes, authenticate, json_response, parse_body, parse_query, path_id
+from .http import (
+    ApiRoutes,
+    authenticate,
+    json_response,
+    parse_body,
+    parse_headers,
+    parse_query,
+    path_id,
+)
 
 api = ApiRoutes(prefix="/api/v1")
 TAGS = ("notifications",)
@@ -26,17 +34,17 @@ TAGS = ("notifications",)
     "POST",
     "/notifications",
     body=NotificationCreate,
+    headers=PublishHeaders,
     response=NotificationList,
     status=201,
     scope=SCOPE_PUBLISH,
     tags=TAGS,
+    errors={409: "Idempotency-Key reused with another body, or its first request still runs"},
 )
 async def create_notifications(request: web.Request) -> web.Response:
     """Publish a notification to users or a topic; one stored per recipient."""
     claims = authenticate(request, SCOPE_PUBLISH)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 255:
-        raise Invalid("Idempotency-Key must be 1 to 255 characters")
+    key = parse_headers(request, PublishHeaders).idempotency_key
     body = await parse_body(request, NotificationCreate)
     created = await request.app[keys.NOTIFICATIONS].create(
         publisher=claims.sub, request=body, idempotency_key=key
@@ -71,7 +79,14 @@ async def unread_count(request: web.Request) -> web.Response:
     return json_response({"count": count})
 
 
-@api.route("POST", "/notifications/read", body=MarkRead, status=204, tags=TAGS)
+@api.route(
+    "POST",
+    "/notifications/read",
+    body=MarkRead,
+    status=204,
+    tags=TAGS,
+    errors={404: "`id` is not one of the caller's notifications"},
+)
 async def mark_read(request: web.Request) -> web.Response:
     """Mark some of the caller's notifications read: {"ids": [...]} or {"id": n}."""
     claims = authenticate(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from backend.schemas import ErrorBody
@@ -42,24 +42,44 @@ def build_openapi(operations: list[Operation], *, version: str) -> dict[str, Any
     }
 
 
-def _operation(op: Operation) -> dict[str, Any]:
-    error = {"content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}}}
+def _error(description: str) -> dict[str, Any]:
+    schema = {"$ref": REF.format(model="ErrorBody")}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _success(op: Operation) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "success"}
+    content: dict[str, Any] = {}
     if op.response is not None:
-        ref = {"$ref": REF.format(model=op.response.__name__)}
-        success["content"] = {"application/json": {"schema": ref}}
-    responses: dict[str, Any] = {str(op.status): success}
+        content["application/json"] = {"schema": {"$ref": REF.format(model=op.response.__name__)}}
+    if op.html:
+        content["text/html"] = {"schema": {"type": "string"}}
+    if content:
+        success["content"] = content
+    return success
+
+
+def _parameters(op: Operation) -> list[dict[str, Any]]:
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": _path_schema(pattern)}
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(op, name, pattern)}
         for name, pattern in PATH_PARAM.findall(op.path)
     ]
-    if op.query is not None:
-        query_schema = op.query.model_json_schema(ref_template=REF)
-        required = set(query_schema.get("required", []))
-        for name, prop in query_schema.get("properties", {}).items():
+    for where, model in (("query", op.query), ("header", op.headers)):
+        if model is None:
+            continue
+        schema = model.model_json_schema(ref_template=REF, by_alias=True)
+        required = set(schema.get("required", []))
+        for name, prop in schema.get("properties", {}).items():
             parameters.append(
-                {"name": name, "in": "query", "required": name in required, "schema": prop}
+                {"name": name, "in": where, "required": name in required, "schema": prop}
             )
+    return parameters
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    """Every answer the route can give, with its body: the success and each error."""
+    responses: dict[str, Any] = {str(op.status): _success(op)}
+    parameters = _parameters(op)
     result: dict[str, Any] = {
         "summary": op.summary,
         "tags": list(op.tags),
@@ -69,27 +89,43 @@ def _operation(op: Operation) -> dict[str, Any]:
         result["parameters"] = parameters
     if op.body is not None:
         result["requestBody"] = {
-            "required": True,
+            # An empty body reads as {}: it is optional when {} is a valid body.
+            "required": not _accepts_empty(op.body),
             "content": {
                 "application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}
             },
         }
-        responses["400"] = {"description": "malformed JSON", **error}
-        responses["413"] = {"description": "body too large", **error}
-        responses["415"] = {"description": "not JSON", **error}
-    if op.body is not None or op.query is not None or parameters:
-        responses["422"] = {"description": "invalid input", **error}
+        responses["400"] = _error("malformed JSON")
+        responses["413"] = _error("body too large")
+        responses["415"] = _error("not JSON")
+    if op.body is not None or parameters:
+        responses["422"] = _error("invalid input: details name the failing fields")
     if op.auth:
         result["security"] = [{"bearer": []}]
-        responses["401"] = {"description": "missing or bad token", **error}
+        responses["401"] = _error("missing or bad token")
     if op.scope is not None:
-        responses["403"] = {"description": f"scope {op.scope} required", **error}
+        responses["403"] = _error(f"scope {op.scope} required")
         result["description"] = f"Requires scope `{op.scope}`."
     if "{" in op.path:
-        responses["404"] = {"description": "not found (or not the caller's)", **error}
+        responses["404"] = _error("not found (or not the caller's)")
+    for status, description in op.errors.items():
+        responses[str(status)] = _error(description)
+    responses["503"] = _error("a dependency (database, Redis) is unavailable; retry later")
     return result
 
 
-def _path_schema(pattern: str) -> dict[str, str]:
-    """`{id:[0-9]+}` is an integer; any other path parameter is a string."""
-    return {"type": "integer"} if pattern == "[0-9]+" else {"type": "string"}
+def _accepts_empty(model: type[BaseModel]) -> bool:
+    try:
+        model.model_validate({})
+    except ValidationError:
+        return False
+    return True
+
+
+def _path_schema(op: Operation, name: str, pattern: str) -> dict[str, Any]:
+    """`{id:[0-9]+}` is a positive signed 64-bit integer; others say their type in path_types."""
+    if name in op.path_types:
+        return op.path_types[name].json_schema()
+    if pattern == "[0-9]+":
+        return {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+    return {"type": "string"}

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from backend import keys
+from backend.schemas import TopicName
 from backend.services import topics as service
 
-from .http import ApiRoutes, authenticate
+from .http import ApiRoutes, authenticate, path_value
 
 api = ApiRoutes(prefix="/api/v1")
 TAGS = ("topics",)
-TOPIC = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+PATH = {"topic": TypeAdapter(TopicName)}
 
 
 class Subscriptions(BaseModel):
@@ -22,9 +21,7 @@ class Subscriptions(BaseModel):
 
 
 def topic_of(request: web.Request) -> str:
-    topic = request.match_info["topic"]
-    if not TOPIC.match(topic):
-        raise web.HTTPNotFound()
+    topic: str = path_value(request, "topic", PATH["topic"])
     return topic
 
 
@@ -38,7 +35,14 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     return web.json_response({"topics": topics})
 
 
-@api.route("PUT", "/topics/{topic}/subscription", status=204, tags=TAGS)
+@api.route(
+    "PUT",
+    "/topics/{topic}/subscription",
+    path_types=PATH,
+    status=204,
+    tags=TAGS,
+    errors={403: "a private topic that the token's `topics` claim does not name"},
+)
 async def subscribe(request: web.Request) -> web.Response:
     """Subscribe to a public topic, or a private one the token's `topics` claim names."""
     claims = authenticate(request)
@@ -50,7 +54,7 @@ async def subscribe(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@api.route("DELETE", "/topics/{topic}/subscription", status=204, tags=TAGS)
+@api.route("DELETE", "/topics/{topic}/subscription", path_types=PATH, status=204, tags=TAGS)
 async def unsubscribe(request: web.Request) -> web.Response:
     """Stop receiving a topic's notifications (idempotent)."""
     claims = authenticate(request)

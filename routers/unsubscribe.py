@@ -37,7 +37,19 @@ def _wants_html(request: web.Request) -> bool:
     return "text/html" in request.headers.get("Accept", "")
 
 
-@api.route("GET", "/unsubscribe", query=UnsubscribeQuery, status=200, auth=False, tags=TAGS)
+INVALID_LINK = {400: "the link is forged, altered or expired, or links are not enabled"}
+
+
+@api.route(
+    "GET",
+    "/unsubscribe",
+    query=UnsubscribeQuery,
+    status=200,
+    auth=False,
+    tags=TAGS,
+    html=True,
+    errors=INVALID_LINK,
+)
 async def confirm_page(request: web.Request) -> web.Response:
     """A page with one button; a GET never unsubscribes (link scanners follow GETs)."""
     scope = _scope(request)  # a bad link is a JSON 400, like every error here
@@ -58,6 +70,8 @@ async def confirm_page(request: web.Request) -> web.Response:
     status=200,
     auth=False,
     tags=TAGS,
+    html=True,
+    errors={**INVALID_LINK, 413: "body too large"},
 )
 async def unsubscribe(request: web.Request) -> web.Response:
     """One click from the mail client (body `List-Unsubscribe=One-Click`) or the page."""

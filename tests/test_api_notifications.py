@@ -354,6 +354,11 @@ async def test_idempotency_keys_past_retention_are_purged(server: RunningServer)
 async def test_openapi_path_parameters_have_their_types(server: RunningServer) -> None:
     _, doc = await server.request("GET", "/api/v1/openapi.json")
     [by_id] = doc["paths"]["/api/v1/notifications/{id}"]["get"]["parameters"]
-    assert by_id["schema"] == {"type": "integer"}
+    assert by_id["schema"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
     [topic] = doc["paths"]["/api/v1/topics/{topic}/subscription"]["put"]["parameters"]
-    assert topic["schema"] == {"type": "string"}
+    assert topic["schema"] == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 128,
+        "pattern": "^[A-Za-z0-9_.:\\-]+$",
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, StringConstraints
 
 from ..schemas import Strict
 
@@ -21,11 +21,25 @@ EMAIL_ADDRESS = re.compile(EMAIL_PATTERN)
 EmailAddress = Annotated[str, StringConstraints(max_length=320, pattern=EMAIL_PATTERN)]
 
 
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", re.ASCII)
+
+
+def _rfc3339(value: object) -> object:
+    """What the document promises (format date-time), not every form pydantic would parse
+    (a Unix time such as `0.5`, a space instead of the T)."""
+    if isinstance(value, str) and not RFC3339.fullmatch(value):
+        raise ValueError("expected an RFC 3339 date-time, such as 2026-01-31T09:00:00Z")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
 class EmailLogQuery(Strict):
     status: EmailStatus | None = None
     user_id: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
-    since: AwareDatetime | None = Field(default=None, description="created at or after (ISO 8601)")
-    until: AwareDatetime | None = Field(default=None, description="created before (ISO 8601)")
+    since: Timestamp | None = Field(default=None, description="created at or after (RFC 3339)")
+    until: Timestamp | None = Field(default=None, description="created before (RFC 3339)")
     limit: int = Field(default=50, ge=1, le=100)
     cursor: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,18}$")] | None = None
 
@@ -66,7 +80,10 @@ class UserOut(BaseModel):
 
 
 class UnsubscribeQuery(Strict):
-    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    # a signed token's characters (base64url and dots): the link's URL stays one short line
+    token: Annotated[
+        str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[A-Za-z0-9_.\-]+$")
+    ]
 
 
 class Unsubscribed(BaseModel):
