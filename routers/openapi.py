@@ -24,7 +24,7 @@ def build_openapi(operations: list[Operation], *, version: str) -> dict[str, Any
         [(model, "validation") for model in sorted(models, key=lambda m: m.__name__)],
         ref_template=REF,
     )
-    components = schema.get("$defs", {})
+    components = _close_key_patterns(schema.get("$defs", {}))
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         path = PATH_PARAM.sub(r"{\1}", op.path)  # drop aiohttp's {name:regex} patterns
@@ -40,6 +40,24 @@ def build_openapi(operations: list[Operation], *, version: str) -> dict[str, Any
             },
         },
     }
+
+
+def _close_key_patterns(node: Any) -> Any:
+    """pydantic writes `dict[Pattern, V]` as `patternProperties`, which lets keys that miss the
+    pattern through with any value; the model refuses them, so the document says
+    `propertyNames` + `additionalProperties` instead (what schemathesis then generates agrees)."""
+    if isinstance(node, list):
+        return [_close_key_patterns(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _close_key_patterns(value) for key, value in node.items()}
+    patterns = node.get("patternProperties")
+    if isinstance(patterns, dict) and len(patterns) == 1 and "additionalProperties" not in node:
+        ((pattern, value_schema),) = patterns.items()
+        del node["patternProperties"]
+        node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": pattern}
+        node["additionalProperties"] = value_schema
+    return node
 
 
 def _error(description: str) -> dict[str, Any]:
