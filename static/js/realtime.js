@@ -134,6 +134,9 @@ export class Realtime extends EventTarget {
   stop() {
     this.#stopHeartbeat();
     clearTimeout(this.#retry);
+    this.#connection += 1; // a sync still on its way is dropped, not dispatched
+    this.#syncing = false;
+    this.#again = false;
     if (this.socket) {
       this.socket.removeAllListeners();
       this.socket.io.removeAllListeners();

@@ -82,12 +82,17 @@ async def test_the_old_readme_pattern_without_sync_loses_most_of_a_burst(
     last_seq = 0
     received: list[int] = []
     missed: list[int] = []
+    recovered = asyncio.Event()
 
     @sio.on("notification")
     async def on_notification(n: dict[str, Any]) -> None:
         nonlocal last_seq
         last_seq = max(last_seq, n["seq"])
         received.append(n["seq"])
+
+    @sio.on("recovery")
+    async def on_recovery(_result: dict[str, Any]) -> None:
+        recovered.set()
 
     @sio.on("unread_count")
     async def on_unread_count(data: dict[str, Any]) -> None:
@@ -98,7 +103,8 @@ async def test_the_old_readme_pattern_without_sync_loses_most_of_a_burst(
         transports=["websocket"],
     )  # fmt: skip
     try:
-        await asyncio.sleep(0.3)  # the connect's recovery is over
+        async with asyncio.timeout(10):
+            await recovered.wait()  # the connect's recovery no longer holds live notifications
         await publish_burst(server, "bob")
         await wait_until(lambda: len(received) + sum(missed) == BURST)
         await asyncio.sleep(0.5)
