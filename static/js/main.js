@@ -236,6 +236,7 @@ realtime.addEventListener("recovery", async ({ detail }) => {
     await reloadInbox(); // too far behind: the list comes from REST instead
     return;
   }
+  store.settle(detail?.last_seq);
   await refreshCount();
   if (missed?.count === 1) announce(missed.latest);
   else if (missed?.count > 1) {
@@ -251,7 +252,12 @@ realtime.addEventListener("recovery", async ({ detail }) => {
 realtime.addEventListener("notification", ({ detail: notification }) => {
   if (!notification || typeof notification.id !== "number") return;
   seenTypes.add(notification.type);
+  const gap = store.isGap(notification.seq);
   const isNew = store.upsert(notification);
+  // Something before it may have been dropped by the outbound limit. A running sync (or the
+  // connect's recovery) brings everything stored so far; otherwise ask for one. A hole no sync
+  // can fill (muted, deleted) costs that one sync: its ack moves lastSeq past it.
+  if (isNew && gap && !realtime.syncing) realtime.requestSync();
   if (!isNew || notification.read_at) return;
   if (recovering) {
     recovering.count += 1;
@@ -263,8 +269,13 @@ realtime.addEventListener("notification", ({ detail: notification }) => {
 
 realtime.addEventListener("unread_count", ({ detail }) => {
   if (typeof detail?.count === "number") setUnread(detail.count);
-  // The server coalesced a burst for this tab: fetch what it held back.
-  if (detail?.missed) realtime.sync(store.lastSeq).catch(() => reloadInbox());
+  // The server dropped part of a burst for this tab (outbound limit): fetch what it held back.
+  if (detail?.missed) realtime.requestSync();
+});
+
+realtime.addEventListener("synced", ({ detail: ack }) => {
+  if (ack?.ok && ack.recovered !== false) store.settle(ack.last_seq);
+  else reloadInbox(); // too far behind, refused or unanswered: the list comes from REST
 });
 
 realtime.addEventListener("notifications_read", ({ detail }) => {

@@ -11,13 +11,13 @@ const SERVER_EVENTS = [
   "unread_count",
   "notifications_read",
   "notification_deleted",
-  "recovery",
 ];
 const AUTH_FAILURES = /^(missing token|token expired|invalid token)/;
 
 /**
  * Events: "state" (this.state, this.detail, this.attempt), "unauthorized" (detail: reason),
- * "connect", and one CustomEvent per server event with the payload as `detail`.
+ * "connect", "synced" (detail: a sync's ack, or null when none came), and one CustomEvent per
+ * server event (and `recovery`) with the payload as `detail`.
  */
 export class Realtime extends EventTarget {
   state = "idle";
@@ -27,6 +27,9 @@ export class Realtime extends EventTarget {
   #heartbeat = null;
   #retry = null;
   #closedReason = "";
+  #syncing = false; // a sync, or the connect's recovery, is running
+  #again = false; // another sync was asked for while it ran
+  #connection = 0; // a sync of an earlier connection must not touch this one
 
   constructor({ getToken, getLastSeq }) {
     super();
@@ -65,6 +68,10 @@ export class Realtime extends EventTarget {
     this.#setState(navigator.onLine ? "connecting" : "offline");
 
     socket.on("connect", () => {
+      // The auth sent last_seq: the server replays what came after it, then sends `recovery`.
+      this.#connection += 1;
+      this.#syncing = true;
+      this.#again = false;
       this.attempt = 0;
       this.#closedReason = "";
       this.#setState("connected");
@@ -117,11 +124,19 @@ export class Realtime extends EventTarget {
     for (const name of SERVER_EVENTS) {
       socket.on(name, (data) => this.dispatchEvent(new CustomEvent(name, { detail: data })));
     }
+    socket.on("recovery", (data) => {
+      this.#syncing = false;
+      this.dispatchEvent(new CustomEvent("recovery", { detail: data }));
+      if (this.#again) this.#runSyncs();
+    });
   }
 
   stop() {
     this.#stopHeartbeat();
     clearTimeout(this.#retry);
+    this.#connection += 1; // a sync still on its way is dropped, not dispatched
+    this.#syncing = false;
+    this.#again = false;
     if (this.socket) {
       this.socket.removeAllListeners();
       this.socket.io.removeAllListeners();
@@ -141,10 +156,41 @@ export class Realtime extends EventTarget {
     this.socket.connect();
   }
 
-  /** Ask for everything after `afterSeq` (after the server coalesced a burst). */
-  async sync(afterSeq) {
-    if (!this.socket?.connected) return null;
-    return this.socket.timeout(ACK_TIMEOUT_MS).emitWithAck("sync", { after_seq: afterSeq });
+  /** True while a sync or the connect's recovery runs: it brings everything stored so far. */
+  get syncing() {
+    return this.#syncing;
+  }
+
+  /**
+   * Ask the server for everything after getLastSeq() (after `missed`, or a seq gap). One sync
+   * at a time (the server refuses a second one for the session), and one more after it when
+   * asked meanwhile; each answer is dispatched as "synced".
+   */
+  requestSync() {
+    this.#again = true;
+    if (!this.#syncing && this.socket?.connected) this.#runSyncs();
+  }
+
+  async #runSyncs() {
+    const connection = this.#connection;
+    this.#syncing = true;
+    try {
+      while (this.#again && connection === this.#connection && this.socket?.connected) {
+        this.#again = false;
+        let ack = null;
+        try {
+          ack = await this.socket
+            .timeout(ACK_TIMEOUT_MS)
+            .emitWithAck("sync", { after_seq: this.getLastSeq() });
+        } catch {
+          // No answer in time: "synced" with null, and the page refetches over REST.
+        }
+        if (connection !== this.#connection) return; // reconnected: its recovery took over
+        this.dispatchEvent(new CustomEvent("synced", { detail: ack }));
+      }
+    } finally {
+      if (connection === this.#connection) this.#syncing = false;
+    }
   }
 
   #scheduleConnect(seconds) {

@@ -1,9 +1,16 @@
-// The inbox as the page knows it: one entry per id (so nothing shows twice), newest first.
+// The inbox as the page knows it: one entry per id (so nothing shows twice), newest first,
+// and how far it is complete by `seq`.
 
 export class NotificationStore extends EventTarget {
   #items = new Map();
-  /** The highest `seq` seen; sent as `last_seq` so a reconnect brings back what was missed. */
+  /**
+   * Everything up to this `seq` is here, or reachable by scrolling, or can never come (seqs
+   * muted by preferences or deleted leave holes). Sent as `last_seq` on connect and as
+   * `after_seq` in a sync, so those bring back exactly what is missing.
+   */
   lastSeq = 0;
+  /** Seqs received above lastSeq, after a gap that a sync has not closed yet. */
+  #ahead = new Set();
   unread = 0;
   nextCursor = null;
   /** False until the first page arrived; true once the cursor API has nothing more. */
@@ -27,13 +34,33 @@ export class NotificationStore extends EventTarget {
   upsert(notification, { silent = false } = {}) {
     const known = this.#items.get(notification.id);
     this.#items.set(notification.id, known ? { ...known, ...notification } : notification);
-    this.lastSeq = Math.max(this.lastSeq, notification.seq ?? 0);
+    const seq = notification.seq ?? 0;
+    if (seq > this.lastSeq) {
+      this.#ahead.add(seq);
+      this.settle(this.lastSeq);
+    }
     if (!silent) this.#changed();
     return !known;
   }
 
+  /** True when `seq` would leave a gap after lastSeq: something before it may be missing. */
+  isGap(seq) {
+    return seq > this.lastSeq + 1;
+  }
+
+  /** Everything up to `seq` is accounted for (a sync's ack, a recovery, the newest REST page). */
+  settle(seq) {
+    this.lastSeq = Math.max(this.lastSeq, Number(seq) || 0);
+    while (this.#ahead.has(this.lastSeq + 1)) this.lastSeq += 1;
+    for (const s of this.#ahead) if (s <= this.lastSeq) this.#ahead.delete(s);
+  }
+
   addPage(notifications, nextCursor) {
+    const newest = !this.loaded; // the first page of a (re)load: the top of the list
     for (const notification of notifications) this.upsert(notification, { silent: true });
+    if (newest && notifications.length) {
+      this.settle(Math.max(...notifications.map((n) => n.seq ?? 0)));
+    }
     this.nextCursor = nextCursor;
     this.exhausted = !nextCursor;
     this.loaded = true;
@@ -99,6 +126,7 @@ export class NotificationStore extends EventTarget {
   clear() {
     this.reset();
     this.lastSeq = 0;
+    this.#ahead.clear();
     this.setUnread(0);
   }
 

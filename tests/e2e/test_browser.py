@@ -4,8 +4,12 @@ state across tabs, recovery after going offline and after a server restart, pref
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
@@ -80,6 +84,26 @@ class Tab:
         """Uncaught exceptions and console errors; failed requests are logged by the browser, and expected here."""
         network = ("Failed to load resource:", "WebSocket connection to")
         assert [e for e in self.errors if not e.startswith(network)] == []
+
+
+def watch_syncs(page: Page) -> list[Any]:
+    """The payloads of the `sync` events the page sends, by websocket or long-polling POST."""
+    sent: list[Any] = []
+
+    def record(text: str | bytes) -> None:
+        for packet in text.split("\x1e") if isinstance(text, str) else []:
+            match = re.fullmatch(r"42\d*(\[.*\])", packet, re.S)
+            if match and (event := json.loads(match.group(1)))[0] == "sync":
+                sent.append(event[1])
+
+    page.on("websocket", lambda ws: ws.on("framesent", record))
+    page.on(
+        "request",
+        lambda r: (
+            record(r.post_data or "") if "/socket.io/" in r.url and r.method == "POST" else None
+        ),
+    )
+    return sent
 
 
 async def new_tab(context: BrowserContext, server: RunningServer) -> Tab:
@@ -328,3 +352,63 @@ async def test_pasted_token_when_dev_sign_in_is_off(
         tab.assert_no_script_errors()
     finally:
         await server.close()
+
+
+async def test_a_burst_over_the_outbound_limit_ends_complete_in_the_inbox(
+    make_server: Callable[..., Awaitable[RunningServer]], context: BrowserContext
+) -> None:
+    # 5 a second: a burst of 60 is mostly coalesced into `unread_count {missed}`, and whatever
+    # the bucket lets through as it refills leaves seq gaps; the page must sync both ways.
+    server = await make_server(dev_mode=True, outbound_rate_per_second=5.0)
+    tab = Tab(await context.new_page())
+    syncs = watch_syncs(tab.page)
+    await tab.open(server.url)
+    await tab.dev_sign_in("frank")
+    # Once a live one is shown, the connect's recovery is over: the burst meets the limit.
+    await server.publish(["frank"], title="Warm-up")
+    await tab.expect_unread(1)
+
+    titles = [f"Burst {number}" for number in range(1, 61)]
+    # One at a time, so the bucket refills during the burst: several rounds of `missed`.
+    for title in titles:
+        await server.publish(["frank"], title=title)
+    await tab.expect_unread(61)
+    # The panel stays closed: nothing is fetched over REST, everything came by the socket.
+    await expect(tab.items).to_have_count(61)
+    await asyncio.sleep(1.0)  # anything sent twice would have arrived by now
+    await expect(tab.items).to_have_count(61)
+    shown = await tab.page.locator("#feed article .item-title").all_text_contents()
+    assert sorted(text.removeprefix("Unread: ") for text in shown) == sorted([*titles, "Warm-up"])
+    assert syncs  # the limit did cut the burst short: the rest came back through sync
+    tab.assert_no_script_errors()
+
+
+async def test_a_seq_hole_costs_the_page_one_sync_not_a_loop(
+    server: RunningServer, context: BrowserContext
+) -> None:
+    status, _ = await server.request(
+        "PUT", "/api/v1/preferences", sub="gina",
+        json={"type_settings": {"muted": {"in_app": False}}},
+    )  # fmt: skip
+    assert status == 200
+    tab = Tab(await context.new_page())
+    syncs = watch_syncs(tab.page)
+    await tab.open(server.url)
+    await tab.dev_sign_in("gina")
+    await server.publish(["gina"], title="One")  # seq 1
+    await tab.expect_unread(1)
+    # Seq 2 is stored but never shown: seq 3 arrives after a gap that a sync cannot fill.
+    await server.publish(["gina"], type="muted", title="Muted")
+    await server.publish(["gina"], title="Three")
+    await expect(tab.items).to_have_count(2)
+    async with asyncio.timeout(15):
+        while not syncs:
+            await asyncio.sleep(0.05)
+    # Its ack moved the page past the hole: the next one is no gap, and nothing loops.
+    await server.publish(["gina"], title="Four")
+    await tab.expect_unread(3)
+    await asyncio.sleep(1.0)
+    assert syncs == [{"after_seq": 1}]
+    shown = await tab.page.locator("#feed article .item-title").all_text_contents()
+    assert [text.removeprefix("Unread: ") for text in shown] == ["Four", "Three", "One"]
+    tab.assert_no_script_errors()
