@@ -30,18 +30,27 @@ def isoformat(value: datetime | None) -> str | None:
 DigestFrequency = Literal["immediate", "hourly", "daily", "weekly", "never"]
 # Surrounding whitespace is dropped, so an id needs one character that is not whitespace (those
 # pydantic strips, spelled out: \s differs between the regex dialects that read the document).
-NOT_ONLY_SPACE = "[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+NOT_ONLY_SPACE = "[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00]"
+# No NUL character in any text we store: PostgreSQL's text cannot hold one (SQLite could, and
+# the two databases must accept the same input), so it is refused at the edge with a 422.
+NO_NUL = "^[^\x00]*$"
 UserId = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=255, strip_whitespace=True, pattern=NOT_ONLY_SPACE),
+    StringConstraints(
+        min_length=1,
+        max_length=255,
+        strip_whitespace=True,
+        pattern=f"^[^\x00]*{NOT_ONLY_SPACE}[^\x00]*$",
+    ),
 ]
+Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
 TypeName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
 ]
 TopicName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
 ]
-Url = Annotated[str, StringConstraints(max_length=2048, pattern=r"^(https?://|/)")]
+Url = Annotated[str, StringConstraints(max_length=2048, pattern="^(https?://|/)[^\x00]*$")]
 
 
 def _integral(value: object) -> object:
@@ -95,8 +104,8 @@ class NotificationCreate(Strict):
     user_ids: list[UserId] | None = Field(default=None, min_length=1, max_length=1000)
     topic: TopicName | None = None
     type: TypeName
-    title: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    body: Annotated[str, StringConstraints(max_length=10_000)] = ""
+    title: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NO_NUL)]
+    body: Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)] = ""
     icon: Url | None = None
     action_url: Url | None = None
     data: dict[str, Any] = Field(default_factory=dict)
@@ -193,7 +202,7 @@ class DevTokenRequest(Strict):
     sub: Annotated[
         str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@\-]+$")
     ]
-    name: Annotated[str, StringConstraints(max_length=255)] | None = None
+    name: Annotated[str, StringConstraints(max_length=255, pattern=NO_NUL)] | None = None
 
 
 class DevToken(BaseModel):

@@ -165,7 +165,7 @@ def _timestamp(payload: dict[str, Any], claim: str) -> None:
 
 def _claims(payload: dict[str, Any]) -> TokenClaims:
     sub = payload.get("sub")
-    if not isinstance(sub, str) or not sub.strip() or len(sub) > 255:
+    if not isinstance(sub, str) or not sub.strip() or len(sub) > 255 or "\x00" in sub:
         raise AuthError("invalid token: sub must be a non-empty string of at most 255 characters")
     for claim in ("exp", "nbf", "iat"):
         _timestamp(payload, claim)
@@ -184,7 +184,7 @@ def _claims(payload: dict[str, Any]) -> TokenClaims:
         # As strict as PUT /admin/users/{id}: "a@x.example, b@y.example" is not one address.
         raise AuthError("invalid token: email must be a single email address")
     name = payload.get("name")
-    if name is not None and (not isinstance(name, str) or len(name) > 255):
+    if name is not None and (not isinstance(name, str) or len(name) > 255 or "\x00" in name):
         raise AuthError("invalid token: name must be a string of at most 255 characters")
     return TokenClaims(
         sub=sub,

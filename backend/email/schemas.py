@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, StringConstraints
 
-from ..schemas import Strict
+from ..schemas import NO_NUL, Strict
 
 EmailStatus = Literal["queued", "sending", "sent", "failed", "skipped"]
 # One address and nothing else: a dot-atom local part (no quotes, commas, angle brackets or
@@ -37,7 +37,9 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 class EmailLogQuery(Strict):
     status: EmailStatus | None = None
-    user_id: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    user_id: (
+        Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NO_NUL)] | None
+    ) = None
     since: Timestamp | None = Field(default=None, description="created at or after (RFC 3339)")
     until: Timestamp | None = Field(default=None, description="created before (RFC 3339)")
     limit: int = Field(default=50, ge=1, le=100)
@@ -70,7 +72,7 @@ class UserUpdate(Strict):
     """A recipient's address and name, set by a publisher or an operator."""
 
     email: EmailAddress | None = None
-    name: Annotated[str, StringConstraints(max_length=255)] | None = None
+    name: Annotated[str, StringConstraints(max_length=255, pattern=NO_NUL)] | None = None
 
 
 class UserOut(BaseModel):
