@@ -6,7 +6,14 @@ import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 
 @functools.lru_cache(maxsize=1024)  # a batch of rows shares one created_at
@@ -26,6 +33,26 @@ TopicName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
 ]
 Url = Annotated[str, StringConstraints(max_length=2048, pattern=r"^(https?://|/)")]
+
+# The largest BIGINT: no id, seq or cursor past it can name a row, and the drivers refuse it
+# (asyncpg and sqlite3 raise OverflowError), so it is refused here, where it is a 422.
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+Seq = Annotated[int, Field(ge=0, le=MAX_ID)]
+
+
+def _bigint(value: str) -> str:
+    if int(value) > MAX_ID:
+        raise ValueError(f"must be at most {MAX_ID}")
+    return value
+
+
+Cursor = Annotated[
+    str,
+    StringConstraints(pattern=r"^[1-9][0-9]{0,18}$"),
+    AfterValidator(_bigint),
+    Field(description=f"an id from next_cursor: 1 to {MAX_ID}"),
+]
 
 
 class Strict(BaseModel):
@@ -72,7 +99,7 @@ class NotificationList(BaseModel):
 class ListQuery(Strict):
     unread: bool = False
     limit: int = Field(default=20, ge=1, le=100)
-    cursor: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,18}$")] | None = None
+    cursor: Cursor | None = None
 
 
 class UnreadCount(BaseModel):
@@ -82,8 +109,8 @@ class UnreadCount(BaseModel):
 class MarkRead(Strict):
     """`{"ids": [...]}` or `{"id": n}`."""
 
-    ids: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, max_length=1000)
-    id: Annotated[int, Field(ge=1)] | None = None
+    ids: list[RowId] | None = Field(default=None, max_length=1000)
+    id: RowId | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> MarkRead:
@@ -157,11 +184,11 @@ class RoomPayload(Strict):
 
 
 class MarkReadPayload(Strict):
-    ids: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=1000)
+    ids: list[RowId] = Field(min_length=1, max_length=1000)
 
 
 class SyncPayload(Strict):
-    after_seq: int = Field(ge=0)
+    after_seq: Seq
 
 
 class MessagePayload(Strict):

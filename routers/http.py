@@ -15,6 +15,7 @@ from sqlalchemy import exc as sa_exc
 from backend import keys
 from backend.errors import DomainError, Forbidden, Invalid
 from backend.realtime.fast import OrjsonModule
+from backend.schemas import MAX_ID
 from backend.security import AuthError, TokenClaims, bearer_token
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,8 @@ def parse_query(request: web.Request, model: type[Model]) -> Model:
 
 def path_id(request: web.Request, name: str = "id") -> int:
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18 or int(raw) < 1:
+    # No row has an id past the largest BIGINT (and the drivers would refuse it): not found.
+    if not raw.isdigit() or len(raw) > 19 or not 1 <= int(raw) <= MAX_ID:
         raise web.HTTPNotFound()
     return int(raw)
 

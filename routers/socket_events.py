@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from backend import keys
 from backend.errors import DomainError, Invalid
 from backend.realtime.notifier import user_room
-from backend.schemas import MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
+from backend.schemas import MAX_ID, MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
 from backend.security import AuthError, TokenClaims, bearer_token
 from backend.services.topics import authorize_room
 
@@ -58,9 +58,11 @@ class NotificationNamespace(socketio.AsyncNamespace):
             raise refuse(exc.reason) from None
         last_seq = auth.get("last_seq")
         if last_seq is not None and (
-            not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0
+            not isinstance(last_seq, int)
+            or isinstance(last_seq, bool)
+            or not 0 <= last_seq <= MAX_ID
         ):
-            raise refuse("invalid last_seq: expected a non-negative integer")
+            raise refuse(f"invalid last_seq: expected an integer from 0 to {MAX_ID}")
         await app[keys.USERS].remember(claims.sub, claims.email, claims.name)
 
         connections = app[keys.CONNECTIONS]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 
-from ..schemas import Strict
+from ..schemas import Cursor, Strict
 
 EmailStatus = Literal["queued", "sending", "sent", "failed", "skipped"]
 # Deliberately plain: one @, no spaces or controls; the SMTP server is the real judge.
@@ -21,7 +21,7 @@ class EmailLogQuery(Strict):
     since: AwareDatetime | None = Field(default=None, description="created at or after (ISO 8601)")
     until: AwareDatetime | None = Field(default=None, description="created before (ISO 8601)")
     limit: int = Field(default=50, ge=1, le=100)
-    cursor: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,18}$")] | None = None
+    cursor: Cursor | None = None
 
 
 class EmailLogOut(BaseModel):
