@@ -12,7 +12,7 @@ import socketio
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from backend import keys
+from backend import codec, keys
 from backend.errors import DomainError, Invalid
 from backend.realtime.notifier import user_room
 from backend.schemas import MAX_ID, MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
@@ -48,6 +48,12 @@ class NotificationNamespace(socketio.AsyncNamespace):
         if not connect_bucket.take():
             retry = math.ceil(max(connect_bucket.wait_time(), 0.1) * 100) / 100
             raise refuse(f"server busy, retry in {retry} s", retry_after=retry)
+        # Bounded before anything walks it (python-socketio's admin instrumentation does).
+        depth, limit = settings.max_json_depth, settings.max_payload_bytes
+        if codec.exceeds_depth(auth, depth):
+            raise refuse(f"invalid auth: nested deeper than {depth} levels")
+        if auth is not None and (size := codec.encoded_size(auth)) > limit:
+            raise refuse(f"invalid auth: the payload is {size} bytes; the limit is {limit}")
         auth = auth if isinstance(auth, dict) else {}
         token = auth.get("token")
         if not isinstance(token, str) or not token:
@@ -135,7 +141,11 @@ class NotificationNamespace(socketio.AsyncNamespace):
         handler = getattr(self, f"handle_{event}", None)
         if handler is None:
             return error("unknown_event", f"unknown event {event!r}")
-        limit = app[keys.SETTINGS].max_payload_bytes
+        settings = app[keys.SETTINGS]
+        if codec.exceeds_depth(data, settings.max_json_depth):
+            depth = settings.max_json_depth
+            return error("invalid_payload", f"the payload is nested deeper than {depth} levels")
+        limit = settings.max_payload_bytes
         try:
             size = len(json.dumps(data, separators=(",", ":")))
         except (TypeError, ValueError):
