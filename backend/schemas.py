@@ -69,7 +69,11 @@ class NotificationCreate(Strict):
     body: Annotated[str, StringConstraints(max_length=10_000)] = ""
     icon: Url | None = None
     action_url: Url | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="any JSON object: at most MAX_DATA_BYTES (default 16384) bytes encoded, in a "
+        "body at most MAX_JSON_DEPTH (default 32) levels deep",
+    )
 
     @model_validator(mode="after")
     def _one_audience(self) -> NotificationCreate:
