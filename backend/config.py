@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from .codec import SENDABLE_DEPTH
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/notifications.db"
 ALLOWED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256"})
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "your-secret", "jwt-secret"})
@@ -62,6 +64,10 @@ class Settings:
     cors_allowed_origins: tuple[str, ...] = ()
     redis_url: str | None = None
     max_body_bytes: int = 256 * 1024
+    # every JSON document from outside (REST body, socket event, CONNECT auth): levels of nesting
+    max_json_depth: int = 32
+    # a notification's `data`: bytes of its compact JSON encoding
+    max_data_bytes: int = 16 * 1024
     idempotency_ttl_hours: float = 24.0
     # realtime
     max_connections_per_user: int = 5
@@ -153,6 +159,7 @@ def _list(raw: str) -> tuple[str, ...]:
 
 _INT_SETTINGS = {
     "MAX_BODY_BYTES": "max_body_bytes",
+    "MAX_DATA_BYTES": "max_data_bytes",
     "MAX_CONNECTIONS_PER_USER": "max_connections_per_user",
     "EVENT_BURST": "event_burst",
     "MAX_PAYLOAD_BYTES": "max_payload_bytes",
@@ -226,6 +233,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for var, attr in _INT_SETTINGS.items():
         if env.get(var, "").strip():
             values[attr] = _int(var, env[var], minimum=1)
+    if env.get("MAX_JSON_DEPTH", "").strip():
+        values["max_json_depth"] = _int(
+            "MAX_JSON_DEPTH", env["MAX_JSON_DEPTH"], minimum=2, maximum=SENDABLE_DEPTH
+        )
     for var, attr in _FLOAT_SETTINGS.items():
         if env.get(var, "").strip():
             values[attr] = _float(var, env[var])
@@ -331,5 +342,8 @@ def validate(settings: Settings) -> None:
     if settings.email_lease_seconds <= 2 * settings.smtp_timeout_seconds:
         # a slow but live send must never look like a dead worker (and be sent twice)
         raise ConfigError("EMAIL_LEASE_SECONDS must be more than twice SMTP_TIMEOUT_SECONDS")
+    if not 2 <= settings.max_json_depth <= SENDABLE_DEPTH:
+        # a publish body with `data` is 2 levels; past SENDABLE_DEPTH, data could not be sent
+        raise ConfigError(f"MAX_JSON_DEPTH must be between 2 and {SENDABLE_DEPTH}")
     if settings.unsubscribe_secret and len(settings.unsubscribe_secret.get()) < MIN_SECRET_LENGTH:
         raise ConfigError(f"UNSUBSCRIBE_SECRET must be at least {MIN_SECRET_LENGTH} characters")

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from . import codec
 from .config import Settings
 
 
@@ -27,6 +28,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             max_overflow=0,
             pool_timeout=60,
             connect_args={"timeout": 30},
+            json_deserializer=codec.loads_stored,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -42,6 +44,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=10,
         pool_pre_ping=True,
         connect_args=connect_args,
+        json_deserializer=codec.loads_stored,
     )
 
 

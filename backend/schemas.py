@@ -84,6 +84,26 @@ TimezoneName = Annotated[
     str, AfterValidator(_known_timezone), Field(json_schema_extra=_timezone_enum)
 ]
 
+# The largest BIGINT: no id, seq or cursor past it can name a row, and the drivers refuse it
+# (asyncpg and sqlite3 raise OverflowError), so it is refused here, where it is a 422.
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, Field(ge=1, le=MAX_ID), INTEGRAL]
+Seq = Annotated[int, Field(ge=0, le=MAX_ID), INTEGRAL]
+
+
+def _bigint(value: str) -> str:
+    if int(value) > MAX_ID:
+        raise ValueError(f"must be at most {MAX_ID}")
+    return value
+
+
+Cursor = Annotated[
+    str,
+    StringConstraints(pattern=r"^[1-9][0-9]{0,18}$"),
+    AfterValidator(_bigint),
+    Field(description=f"an id from next_cursor: 1 to {MAX_ID}"),
+]
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -108,7 +128,11 @@ class NotificationCreate(Strict):
     body: Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)] = ""
     icon: Url | None = None
     action_url: Url | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="any JSON object: at most MAX_DATA_BYTES (default 16384) bytes encoded, in a "
+        "body at most MAX_JSON_DEPTH (default 32) levels deep",
+    )
 
     @model_validator(mode="after")
     def _one_audience(self) -> NotificationCreate:
@@ -138,7 +162,7 @@ class NotificationList(BaseModel):
 class ListQuery(Strict):
     unread: bool = False
     limit: int = Field(default=20, ge=1, le=100)
-    cursor: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,18}$")] | None = None
+    cursor: Cursor | None = None
 
 
 class UnreadCount(BaseModel):
@@ -149,8 +173,8 @@ class MarkRead(Strict):
     """`{"ids": [...]}` or `{"id": n}`."""
 
     model_config = exactly_one("ids", "id")
-    ids: list[Annotated[int, Field(ge=1), INTEGRAL]] | None = Field(default=None, max_length=1000)
-    id: Annotated[int, Field(ge=1), INTEGRAL] | None = None
+    ids: list[RowId] | None = Field(default=None, max_length=1000)
+    id: RowId | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> MarkRead:
@@ -236,11 +260,11 @@ class RoomPayload(Strict):
 
 
 class MarkReadPayload(Strict):
-    ids: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=1000)
+    ids: list[RowId] = Field(min_length=1, max_length=1000)
 
 
 class SyncPayload(Strict):
-    after_seq: int = Field(ge=0)
+    after_seq: Seq
 
 
 class MessagePayload(Strict):

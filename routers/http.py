@@ -12,9 +12,9 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import exc as sa_exc
 
-from backend import keys
+from backend import codec, keys
 from backend.errors import DomainError, Forbidden, Invalid
-from backend.realtime.fast import OrjsonModule
+from backend.schemas import MAX_ID
 from backend.security import AuthError, TokenClaims, bearer_token
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ ERROR_CODES = {
 
 def json_response(body: Any, *, status: int = 200) -> web.Response:
     """A JSON answer encoded with orjson (a publish answers every stored notification)."""
-    return web.json_response(body, status=status, dumps=OrjsonModule.dumps)
+    return web.json_response(body, status=status, dumps=codec.OrjsonModule.dumps)
 
 
 def error_response(
@@ -115,8 +115,10 @@ def authenticate(request: web.Request, scope: str | None = None) -> TokenClaims:
 
 
 async def parse_body(request: web.Request, model: type[Model]) -> Model:
-    """415 for a non-JSON body, 400 for malformed JSON, 422 for a body that breaks the schema."""
+    """415 for a non-JSON body, 400 for malformed JSON, 422 for a body that breaks the schema or
+    nests deeper than MAX_JSON_DEPTH (measured before anything recursive walks it)."""
     content_type = request.content_type
+    depth = request.app[keys.SETTINGS].max_json_depth
     raw = await request.read()
     if not raw:
         payload: Any = {}
@@ -126,14 +128,25 @@ async def parse_body(request: web.Request, model: type[Model]) -> Model:
                 text=f"expected application/json, got {content_type}"
             )
         try:
-            payload = json.loads(raw)
+            payload = codec.loads(raw)
+        except codec.TooDeep:
+            raise too_deep("the body", depth) from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise web.HTTPBadRequest(text=f"malformed JSON: {exc}") from None
+    if codec.exceeds_depth(payload, depth):
+        raise too_deep("the body", depth)
     if not isinstance(payload, dict):
         details = [{"loc": [], "msg": "expected a JSON object", "type": "model_type"}]
         raise Invalid("the body must be a JSON object", details=details)
     # Strict: a JSON body says its types, so `false` or `"5"` is no integer, as the schema says.
     return model.model_validate(payload, strict=True)
+
+
+def too_deep(what: str, depth: int) -> Invalid:
+    """A JSON document nested past MAX_JSON_DEPTH: well-formed, but over a bound (422)."""
+    message = f"nested deeper than {depth} levels"
+    details = [{"loc": [], "msg": f"JSON {message}", "type": "json_depth"}]
+    return Invalid(f"{what} is {message}", details=details)
 
 
 def parse_query(request: web.Request, model: type[Model]) -> Model:
@@ -156,7 +169,8 @@ def path_value(request: web.Request, name: str, adapter: TypeAdapter[Any]) -> An
 
 def path_id(request: web.Request, name: str = "id") -> int:
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18 or int(raw) < 1:
+    # No row has an id past the largest BIGINT (and the drivers would refuse it): not found.
+    if not raw.isdigit() or len(raw) > 19 or not 1 <= int(raw) <= MAX_ID:
         raise web.HTTPNotFound()
     return int(raw)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from backend import keys
+from backend.codec import encoded_size
+from backend.errors import Invalid
 from backend.schemas import (
     ListQuery,
     MarkRead,
@@ -46,6 +48,12 @@ async def create_notifications(request: web.Request) -> web.Response:
     claims = authenticate(request, SCOPE_PUBLISH)
     key = parse_headers(request, PublishHeaders).idempotency_key
     body = await parse_body(request, NotificationCreate)
+    limit = request.app[keys.SETTINGS].max_data_bytes
+    size = encoded_size(body.data)
+    if size > limit:
+        message = f"data is {size} bytes encoded; the limit is {limit}"
+        details = [{"loc": ["data"], "msg": message, "type": "too_long"}]
+        raise Invalid(message, details=details)
     created = await request.app[keys.NOTIFICATIONS].create(
         publisher=claims.sub, request=body, idempotency_key=key
     )

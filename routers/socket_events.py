@@ -12,10 +12,10 @@ import socketio
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from backend import keys
+from backend import codec, keys
 from backend.errors import DomainError, Invalid
 from backend.realtime.notifier import user_room
-from backend.schemas import MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
+from backend.schemas import MAX_ID, MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
 from backend.security import AuthError, TokenClaims, bearer_token
 from backend.services.topics import authorize_room
 
@@ -48,6 +48,12 @@ class NotificationNamespace(socketio.AsyncNamespace):
         if not connect_bucket.take():
             retry = math.ceil(max(connect_bucket.wait_time(), 0.1) * 100) / 100
             raise refuse(f"server busy, retry in {retry} s", retry_after=retry)
+        # Bounded before anything walks it (python-socketio's admin instrumentation does).
+        depth, limit = settings.max_json_depth, settings.max_payload_bytes
+        if codec.exceeds_depth(auth, depth):
+            raise refuse(f"invalid auth: nested deeper than {depth} levels")
+        if auth is not None and (size := codec.encoded_size(auth)) > limit:
+            raise refuse(f"invalid auth: the payload is {size} bytes; the limit is {limit}")
         auth = auth if isinstance(auth, dict) else {}
         token = auth.get("token")
         if not isinstance(token, str) or not token:
@@ -58,9 +64,11 @@ class NotificationNamespace(socketio.AsyncNamespace):
             raise refuse(exc.reason) from None
         last_seq = auth.get("last_seq")
         if last_seq is not None and (
-            not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0
+            not isinstance(last_seq, int)
+            or isinstance(last_seq, bool)
+            or not 0 <= last_seq <= MAX_ID
         ):
-            raise refuse("invalid last_seq: expected a non-negative integer")
+            raise refuse(f"invalid last_seq: expected an integer from 0 to {MAX_ID}")
         await app[keys.USERS].remember(claims.sub, claims.email, claims.name)
 
         connections = app[keys.CONNECTIONS]
@@ -133,7 +141,11 @@ class NotificationNamespace(socketio.AsyncNamespace):
         handler = getattr(self, f"handle_{event}", None)
         if handler is None:
             return error("unknown_event", f"unknown event {event!r}")
-        limit = app[keys.SETTINGS].max_payload_bytes
+        settings = app[keys.SETTINGS]
+        if codec.exceeds_depth(data, settings.max_json_depth):
+            depth = settings.max_json_depth
+            return error("invalid_payload", f"the payload is nested deeper than {depth} levels")
+        limit = settings.max_payload_bytes
         try:
             size = len(json.dumps(data, separators=(",", ":")))
         except (TypeError, ValueError):

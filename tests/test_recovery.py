@@ -140,5 +140,5 @@ async def test_a_bad_last_seq_is_refused_at_connect(
             wait_timeout=5,
         )
     assert recorder.connect_errors == [
-        {"message": "invalid last_seq: expected a non-negative integer"}
+        {"message": "invalid last_seq: expected an integer from 0 to 9223372036854775807"}
     ]

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, StringConstraints
 
-from ..schemas import NO_NUL, Strict
+from ..schemas import NO_NUL, Cursor, Strict
 
 EmailStatus = Literal["queued", "sending", "sent", "failed", "skipped"]
 # One address and nothing else: a dot-atom local part (no quotes, commas, angle brackets or
@@ -43,7 +43,7 @@ class EmailLogQuery(Strict):
     since: Timestamp | None = Field(default=None, description="created at or after (RFC 3339)")
     until: Timestamp | None = Field(default=None, description="created before (RFC 3339)")
     limit: int = Field(default=50, ge=1, le=100)
-    cursor: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,18}$")] | None = None
+    cursor: Cursor | None = None
 
 
 class EmailLogOut(BaseModel):

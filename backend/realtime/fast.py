@@ -1,5 +1,5 @@
-"""Speed settings for python-socketio: orjson for packets, websocket compression optional, and
-a direct write of outbound frames when nothing is queued ahead of them.
+"""Speed settings for python-socketio: orjson for packets (the codec is backend.codec), websocket
+compression optional, and a direct write of outbound frames when nothing is queued ahead of them.
 
 python-engineio sends every packet through a per-socket queue and a writer task: one task wake-up,
 one `wait_for` and one `send_str` per packet. For a fan-out that is most of the cost. When the
@@ -12,34 +12,18 @@ socket) the packet takes the ordinary queue.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
-import orjson
 from aiohttp.web import WebSocketResponse
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
+from ..codec import OrjsonModule
+
+__all__ = ["OrjsonModule", "UncompressedWebSocket", "WriterQueue", "text_frame", "write_now"]
+
 # Past this many bytes waiting in a socket's transport, frames queue (and the writer awaits drain).
 WRITE_BUFFER_LIMIT = 64 * 1024
-
-
-class OrjsonModule:
-    """The `json` interface python-socketio expects, backed by orjson (stdlib as fallback)."""
-
-    @staticmethod
-    def dumps(obj: Any, **_kwargs: Any) -> str:
-        try:
-            return orjson.dumps(obj).decode()
-        except TypeError:  # what orjson refuses (say, an int beyond 64 bits) the stdlib takes
-            return json.dumps(obj, separators=(",", ":"))
-
-    @staticmethod
-    def loads(data: str | bytes, **_kwargs: Any) -> Any:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return json.loads(data)
 
 
 class WriterQueue(asyncio.Queue[Any]):

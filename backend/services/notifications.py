@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,8 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import BindParameter
 
+from .. import codec
+from ..codec import SENDABLE_DEPTH
 from ..db import dialect_insert
 from ..errors import Conflict, NotFound
 from ..models import IdempotencyKey, Notification, User, utcnow
@@ -20,6 +23,8 @@ from ..realtime.notifier import Notifier
 from ..schemas import NotificationCreate, Preferences, isoformat
 from . import emails, store
 from .batching import GroupCommit
+
+log = logging.getLogger(__name__)
 
 # The columns of the wire form: rows of these (not ORM objects) for lists and recovery pages.
 WIRE_COLUMNS = (
@@ -47,10 +52,26 @@ def notification_json(row: Any) -> dict[str, Any]:
         "body": row.body,
         "icon": row.icon,
         "action_url": row.action_url,
-        "data": row.data,
+        "data": _sendable(row),
         "created_at": isoformat(row.created_at),
         "read_at": isoformat(row.read_at),
     }
+
+
+def _sendable(row: Any) -> dict[str, Any]:
+    """The row's data, or {} when no encoder could send it: nested past SENDABLE_DEPTH (stored
+    before MAX_JSON_DEPTH bounded it, or by hand) or too deep to decode (read as None). The
+    notification still goes out, so one bad row never stops its user's recovery, sync or list."""
+    data = row.data
+    if isinstance(data, dict) and not codec.exceeds_depth(data, SENDABLE_DEPTH):
+        return data
+    log.warning(
+        "notification %s: its stored data cannot be sent (not a JSON object nested at most "
+        "%d levels); sent with data {}",
+        row.id,
+        SENDABLE_DEPTH,
+    )
+    return {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,8 @@ from sqlalchemy import Table, insert, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..codec import OrjsonModule
 from ..models import Notification, TopicSubscription, User, utcnow
-from ..realtime.fast import OrjsonModule
 from ..schemas import NotificationCreate, Preferences
 from . import preferences as preference_service
 
