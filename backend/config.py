@@ -63,6 +63,10 @@ class Settings:
     redis_url: str | None = None
     max_body_bytes: int = 256 * 1024
     idempotency_ttl_hours: float = 24.0
+    # SIGTERM to exit, whatever the clients do; in-flight requests that finish in it do
+    shutdown_grace_seconds: float = 5.0
+    # the longest wait between tries of a background task while the database is away
+    db_retry_max_seconds: float = 30.0
     # realtime
     max_connections_per_user: int = 5
     event_rate_per_second: float = 10.0
@@ -174,6 +178,8 @@ _FLOAT_SETTINGS = {
     "IDEMPOTENCY_TTL_HOURS": "idempotency_ttl_hours",
     "EMAIL_BACKOFF_SECONDS": "email_backoff_seconds",
     "EMAIL_LEASE_SECONDS": "email_lease_seconds",
+    "SHUTDOWN_GRACE_SECONDS": "shutdown_grace_seconds",
+    "DB_RETRY_MAX_SECONDS": "db_retry_max_seconds",
 }
 _BOOL_SETTINGS = {
     "AUTO_MIGRATE": "auto_migrate",

@@ -18,6 +18,7 @@ from .realtime.recovery import Recovery
 from .security import TokenVerifier
 from .services.notifications import NotificationService
 from .services.users import UserDirectory
+from .shutdown import ShutdownClock
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -33,5 +34,6 @@ INBOUND_LIMITER = web.AppKey("inbound_limiter", SessionLimiter)
 CONNECT_BUCKET = web.AppKey("connect_bucket", TokenBucket)
 NOTIFICATIONS = web.AppKey("notifications", NotificationService)
 USERS = web.AppKey("users", UserDirectory)
+SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 # name -> probe returning "ok" or the reason it is not; /health/ready runs them all.
 READY_PROBES = web.AppKey("ready_probes", dict[str, Callable[[], Awaitable[str]]])
