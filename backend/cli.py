@@ -88,9 +88,12 @@ def _start_failure(exc: BaseException, settings: Settings, *, listening: bool) -
         reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         return f"cannot listen on {settings.host}:{settings.port}: {reason}"
     if not listening and is_unavailable(exc):
-        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        return f"the database is unreachable ({_describe_db(settings)}): {detail}"
+        return f"the database is unreachable ({_describe_db(settings)}): {_one_line(exc)}"
     return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
 class _Shutdown:
@@ -213,6 +216,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "serve"
     if command == "serve":
         return serve(settings)
+    try:
+        return _run_command(command, settings, args)
+    except Exception as exc:
+        # migrate, worker, digest: a database away at start is one line, as for serve.
+        from .db import is_unavailable
+
+        if not is_unavailable(exc):
+            raise
+        print(
+            f"cannot {command}: the database is unreachable ({_describe_db(settings)}): "
+            + _one_line(exc),
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_CANNOT_START
+
+
+def _run_command(command: str, settings: Settings, args: argparse.Namespace) -> int:
     if command == "migrate":
         return migrate_command(settings, args.revision, args.down)
     if command == "token":

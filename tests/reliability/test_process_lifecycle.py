@@ -9,6 +9,8 @@ import json
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from backend.config import Secret, Settings
 from backend.security import SCOPE_PUBLISH, TokenVerifier
 
 from ..conftest import TEST_SECRET
-from ..processes import ServerProcess, server_env, start_server
+from ..processes import ROOT, ServerProcess, server_env, start_server
 from ..servers import free_port
 
 GRACE = 2.0
@@ -55,6 +57,19 @@ def test_an_unreachable_database_at_start_is_one_line_and_exit_3(tmp_path: Path)
         _assert_one_line_failure(server, code, "the database is unreachable")
     finally:
         server.stop()
+
+
+def test_migrate_with_an_unreachable_database_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/notifications"
+    env = server_env(tmp_path, free_port(), DATABASE_URL=url)
+    done = subprocess.run(
+        [sys.executable, "-m", "backend", "migrate"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == EXIT_CANNOT_START, done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("cannot migrate: the database is unreachable")
 
 
 def test_a_port_in_use_is_one_line_and_exit_3(tmp_path: Path) -> None:
