@@ -19,7 +19,7 @@ from . import keys, migrate
 from .config import Settings
 from .db import create_engine, create_sessionmaker
 from .email.worker import EmailWorker
-from .logs import install_client_error_filter
+from .logs import Throttled, install_client_error_filter
 from .realtime.cluster import ClusterStats
 from .realtime.connections import ConnectionManager
 from .realtime.delivery import DeliveryControl
@@ -162,6 +162,9 @@ async def email_worker_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
+# At most one "database unavailable" line per interval from requests and socket events.
+UNAVAILABLE_LOG_INTERVAL_SECONDS = 10.0
+
 # The longest wait for clients to close their websockets on shutdown, within the grace.
 SOCKET_CLOSE_WAIT_SECONDS = 1.0
 
@@ -227,6 +230,9 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.SETTINGS] = settings
     install_client_error_filter()
     app[keys.SHUTDOWN] = ShutdownClock(settings.shutdown_grace_seconds)
+    app[keys.UNAVAILABLE_LOG] = Throttled(
+        logging.getLogger("backend.unavailable"), UNAVAILABLE_LOG_INTERVAL_SECONDS
+    )
     app[keys.VERIFIER] = TokenVerifier(settings)
     app[keys.READY_PROBES] = {}
     control = DeliveryControl(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -59,3 +60,26 @@ def library_logger(name: str) -> logging.Logger:
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.ERROR)
     return logger
+
+
+class Throttled:
+    """A warning that repeats with every request (the database is away) at most once per
+    interval; the next line says how many were left out. One per application."""
+
+    def __init__(self, logger: logging.Logger, interval_seconds: float) -> None:
+        self._logger = logger
+        self._interval = interval_seconds
+        self._next = 0.0
+        self._skipped = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._skipped += 1
+            return
+        if self._skipped:
+            message += " (%d more like it in the last %g s)"
+            args = (*args, self._skipped, self._interval)
+        self._logger.warning(message, *args)
+        self._next = now + self._interval
+        self._skipped = 0

@@ -94,7 +94,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(422, "invalid request", details=_validation_details(exc))
     except Exception as exc:
         if is_unavailable(exc):
-            log.warning("database unavailable on %s %s: %r", request.method, request.path, exc)
+            request.app[keys.UNAVAILABLE_LOG].warning(
+                "database unavailable on %s %s: %r", request.method, request.path, exc
+            )
             response = error_response(503, "the database is unavailable; retry shortly")
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
             return response

@@ -183,7 +183,9 @@ class NotificationNamespace(socketio.AsyncNamespace):
             return error(exc.code, exc.message)
         except Exception as exc:
             if is_unavailable(exc):
-                log.warning("database unavailable for event %s from %s: %r", event, sid, exc)
+                app[keys.UNAVAILABLE_LOG].warning(
+                    "database unavailable for event %s from %s: %r", event, sid, exc
+                )
                 return error("unavailable", "the database is unavailable; retry shortly")
             log.exception("event %s from %s failed", event, sid)
             return error("internal_error", "the server could not handle this event")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import socketio
 from sqlalchemy import exc as sa_exc
 
 from backend import migrate
+from backend.app import UNAVAILABLE_LOG_INTERVAL_SECONDS
 from backend.db import create_engine, create_sessionmaker, is_unavailable
 from backend.email.worker import EmailWorker
 from backend.security import SCOPE_PUBLISH
@@ -75,9 +77,11 @@ def test_asyncpg_errors_for_a_database_away_are_unavailable_through_sqlalchemys_
 
 
 async def test_every_publish_during_a_postgresql_restart_is_201_or_503_with_retry_after(
-    own_postgres: PostgresServer, running: RunningServer
+    own_postgres: PostgresServer, running: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     await running.publish(["alice"], title="before")
+    caplog.set_level(logging.WARNING)
+    began = time.monotonic()
     headers = running.auth("publisher", SCOPE_PUBLISH)
     body = {"user_ids": ["alice"], "type": "test", "title": "during a restart"}
     answers: Counter[str] = Counter()
@@ -107,6 +111,11 @@ async def test_every_publish_during_a_postgresql_restart_is_201_or_503_with_retr
     finally:
         await restart
     assert set(answers) <= {"201", "503 with Retry-After"}, answers
+    # Not a line per failed request: one per UNAVAILABLE_LOG_INTERVAL_SECONDS at most.
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    unavailable = [line for line in lines if "database unavailable" in line]
+    assert len(unavailable) <= 1 + (time.monotonic() - began) / UNAVAILABLE_LOG_INTERVAL_SECONDS
+    assert not any("retrying one by one" in line for line in lines), lines
     # And it serves again without a restart of ours.
     [after] = await running.publish(["alice"], title="after")
     assert after["title"] == "after"
