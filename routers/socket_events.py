@@ -113,19 +113,21 @@ class NotificationNamespace(socketio.AsyncNamespace):
         try:
             result = await self.app[keys.RECOVERY].recover(sid, user_id, last_seq)
         except Exception as exc:
-            if is_unavailable(exc):
-                log.info("recovery for %s deferred: %s", sid, DB_UNAVAILABLE)
-                reason = DB_UNAVAILABLE
-            else:
+            if not is_unavailable(exc):
+                # A fault of ours: the client refetches over REST (reconnecting would only
+                # meet it again).
                 log.exception("recovery failed for %s", sid)
-                reason = "recovery failed"
+                failed = {"recovered": False, "count": 0, "last_seq": last_seq}
+                await self.emit("recovery", {**failed, "reason": "recovery failed"}, to=sid)
+                return
+            self.app[keys.UNAVAILABLE_LOG].warning("recovery deferred: %s", DB_UNAVAILABLE)
             # Not "too far behind": the client keeps its last_seq. The transport is then closed
             # (an Engine.IO close, as on shutdown), so the official clients reconnect on their
             # own, with backoff and the same last_seq, and recovery runs again.
             deferred = {
                 "recovered": False,
                 "retry": True,
-                "reason": reason,
+                "reason": DB_UNAVAILABLE,
                 "retry_after": RETRY_AFTER_SECONDS,
                 "count": 0,
                 "last_seq": last_seq,
