@@ -19,6 +19,7 @@ from . import keys, migrate
 from .config import Settings
 from .db import create_engine, create_sessionmaker
 from .email.worker import EmailWorker
+from .logs import Throttled, install_client_error_filter
 from .realtime.cluster import ClusterStats
 from .realtime.connections import ConnectionManager
 from .realtime.delivery import DeliveryControl
@@ -30,6 +31,7 @@ from .realtime.server import create_socket_server
 from .security import TokenVerifier
 from .services.notifications import NotificationService
 from .services.users import UserDirectory
+from .shutdown import ShutdownClock
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -150,13 +152,26 @@ async def email_worker_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(worker.run(stop=stop), name="email-worker")
     yield
     stop.set()  # let a batch in flight finish, so its rows are not left to the lease
-    done, _ = await asyncio.wait([task], timeout=settings.smtp_timeout_seconds + 5)
+    # Within the shutdown grace, keeping a moment for the resources closed after this; a send
+    # cut short leaves its row to the lease, and queued rows stay queued.
+    remaining = app[keys.SHUTDOWN].remaining()
+    wait = min(settings.smtp_timeout_seconds + 5, max(remaining - 0.5, 0.1))
+    done, _ = await asyncio.wait([task], timeout=wait)
     if not done:
         task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
 
-SHUTDOWN_GRACE_SECONDS = 1.0
+# At most one "database unavailable" line per interval from requests and socket events.
+UNAVAILABLE_LOG_INTERVAL_SECONDS = 10.0
+
+# The longest wait for clients to close their websockets on shutdown, within the grace.
+SOCKET_CLOSE_WAIT_SECONDS = 1.0
+
+
+async def mark_shutdown(app: web.Application) -> None:
+    """The first on_shutdown hook: the grace starts now."""
+    app[keys.SHUTDOWN].begin()
 
 
 async def shutdown_sockets(app: web.Application) -> None:
@@ -174,7 +189,8 @@ async def shutdown_sockets(app: web.Application) -> None:
     # A client closes its websocket on that packet; one that does not (python-engineio's client
     # waits on its own reader) would hold the exit, so after a grace its transport is cut.
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + SHUTDOWN_GRACE_SECONDS
+    grace = app[keys.SETTINGS].shutdown_grace_seconds
+    deadline = loop.time() + min(SOCKET_CLOSE_WAIT_SECONDS, grace / 5)
     while loop.time() < deadline and any(getattr(s, "direct_ws", None) for s in sockets):
         await asyncio.sleep(0.05)
     for sock in sockets:
@@ -212,6 +228,11 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=max(settings.max_body_bytes, settings.max_payload_bytes + 1024),
     )
     app[keys.SETTINGS] = settings
+    install_client_error_filter()
+    app[keys.SHUTDOWN] = ShutdownClock(settings.shutdown_grace_seconds)
+    app[keys.UNAVAILABLE_LOG] = Throttled(
+        logging.getLogger("backend.unavailable"), UNAVAILABLE_LOG_INTERVAL_SECONDS
+    )
     app[keys.VERIFIER] = TokenVerifier(settings)
     app[keys.READY_PROBES] = {}
     control = DeliveryControl(
@@ -250,6 +271,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(background_ctx)
     app.cleanup_ctx.append(email_worker_ctx)
+    app.on_shutdown.append(mark_shutdown)
     app.on_shutdown.append(shutdown_sockets)
 
     route_sets = [

@@ -5,23 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
+import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 
 from .config import ConfigError, Settings, load_settings
+from .logs import configure_logging
 
 LISTEN_BACKLOG = 4096
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if settings.log_level != "DEBUG":
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+EXIT_CONFIG = 2  # a setting is wrong: fix the configuration
+EXIT_CANNOT_START = 3  # the database is unreachable or the address is taken: may work later
 
 
 def serve(settings: Settings) -> int:
@@ -43,21 +40,91 @@ def serve(settings: Settings) -> int:
         if settings.dev_mode
         else "tokens come from your identity provider (JWT_SECRET / JWT_PUBLIC_KEY)"
     )
+    # Set once start-up (database, migrations) is done: a failure after it is the listener's.
+    started: list[bool] = []
+    shutdown = _Shutdown(settings.shutdown_grace_seconds)
+
+    async def mark_started(_app: web.Application) -> None:
+        started.append(True)
+
+    app.on_startup.append(mark_started)
+    app.on_shutdown.insert(0, shutdown.begin)
 
     def announce(_: str) -> None:
+        shutdown.listening = True
         print(f"notification server listening on {where} ({_describe_db(settings)})", flush=True)
         print(f"open {where}/ in a browser; {hint}", flush=True)
 
-    # A connect storm queues in the kernel instead of being reset (aiohttp defaults to 128).
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=announce,
-        access_log=None,
-        backlog=LISTEN_BACKLOG,
-    )
+    try:
+        # A connect storm queues in the kernel instead of being reset (aiohttp defaults to 128).
+        # shutdown_timeout: aiohttp waits that long for requests in flight, then cancels them
+        # (and waits as long again at most); the rest of the grace is for closing resources.
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            print=announce,
+            access_log=None,
+            backlog=LISTEN_BACKLOG,
+            shutdown_timeout=settings.shutdown_grace_seconds * 0.6,
+        )
+    except Exception as exc:
+        if shutdown.listening:
+            raise
+        message = _start_failure(exc, settings, listening=bool(started))
+        if message is None:
+            raise
+        print(f"cannot start: {message}", file=sys.stderr, flush=True)
+        return EXIT_CANNOT_START
+    shutdown.done()
     return 0
+
+
+def _start_failure(exc: BaseException, settings: Settings, *, listening: bool) -> str | None:
+    """One line for a start-up failure the operator can fix outside the code, else None."""
+    from .db import is_unavailable
+
+    if listening and isinstance(exc, OSError):
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        return f"cannot listen on {settings.host}:{settings.port}: {reason}"
+    if not listening and is_unavailable(exc):
+        return f"the database is unreachable ({_describe_db(settings)}): {_one_line(exc)}"
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+
+
+class _Shutdown:
+    """One line when shutdown starts and one when it is done; and a watchdog that ends the
+    process when the grace is over, whatever is still running (a client holding a request
+    open, a resource that does not close)."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.listening = False  # a start-up that failed is not a shutdown
+        self.started: float | None = None
+
+    async def begin(self, _app: object) -> None:
+        if self.started is not None or not self.listening:
+            return
+        self.started = time.monotonic()
+        print(f"shutting down: finishing requests in flight (grace {self.grace:g} s)", flush=True)
+        watchdog = threading.Timer(self.grace, self._expired)
+        watchdog.daemon = True
+        watchdog.start()
+
+    def _expired(self) -> None:
+        print(
+            f"shut down after the grace of {self.grace:g} s; what was still running was cut",
+            flush=True,
+        )
+        os._exit(0)
+
+    def done(self) -> None:
+        if self.started is not None:
+            print(f"shut down in {time.monotonic() - self.started:.1f} s", flush=True)
 
 
 async def _freeze_gc(_app: object) -> None:
@@ -144,11 +211,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    _configure_logging(settings)
+        return EXIT_CONFIG
+    configure_logging(settings)
     command = args.command or "serve"
     if command == "serve":
         return serve(settings)
+    try:
+        return _run_command(command, settings, args)
+    except Exception as exc:
+        # migrate, worker, digest: a database away at start is one line, as for serve.
+        from .db import is_unavailable
+
+        if not is_unavailable(exc):
+            raise
+        print(
+            f"cannot {command}: the database is unreachable ({_describe_db(settings)}): "
+            + _one_line(exc),
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_CANNOT_START
+
+
+def _run_command(command: str, settings: Settings, args: argparse.Namespace) -> int:
     if command == "migrate":
         return migrate_command(settings, args.revision, args.down)
     if command == "token":

@@ -69,6 +69,10 @@ class Settings:
     # a notification's `data`: bytes of its compact JSON encoding
     max_data_bytes: int = 16 * 1024
     idempotency_ttl_hours: float = 24.0
+    # SIGTERM to exit, whatever the clients do; in-flight requests that finish in it do
+    shutdown_grace_seconds: float = 5.0
+    # the longest wait between tries of a background task while the database is away
+    db_retry_max_seconds: float = 30.0
     # realtime
     max_connections_per_user: int = 5
     event_rate_per_second: float = 10.0
@@ -181,6 +185,8 @@ _FLOAT_SETTINGS = {
     "IDEMPOTENCY_TTL_HOURS": "idempotency_ttl_hours",
     "EMAIL_BACKOFF_SECONDS": "email_backoff_seconds",
     "EMAIL_LEASE_SECONDS": "email_lease_seconds",
+    "SHUTDOWN_GRACE_SECONDS": "shutdown_grace_seconds",
+    "DB_RETRY_MAX_SECONDS": "db_retry_max_seconds",
 }
 _BOOL_SETTINGS = {
     "AUTO_MIGRATE": "auto_migrate",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import String, any_, bindparam, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -14,6 +15,62 @@ from sqlalchemy.ext.asyncio import (
 
 from . import codec
 from .config import Settings
+
+# How long a client should wait before retrying while the database is away (Retry-After).
+RETRY_AFTER_SECONDS = 5
+
+# The database is away, not wrong: refused or dropped connections, a pool with no connection to
+# give, SQLite's "database is locked" (an OperationalError), and asyncpg's own classes below.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    sa_exc.DisconnectionError,
+)
+try:
+    import asyncpg
+
+    # SQLAlchemy wraps these as a bare DBAPIError: starting up or shutting down (57P01-57P03,
+    # "the database system is shutting down"), a connection lost (class 08), too many clients
+    # (53300), or a connection asyncpg already knows is closed.
+    _UNAVAILABLE += (
+        asyncpg.CannotConnectNowError,
+        asyncpg.AdminShutdownError,
+        asyncpg.CrashShutdownError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.TooManyConnectionsError,
+        asyncpg.ConnectionDoesNotExistError,
+        asyncpg.InterfaceError,
+    )
+except ImportError:  # pragma: no cover - asyncpg is in requirements.txt
+    pass
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when `exc` means "the database cannot be reached now; try again", by class.
+
+    The one rule for REST (503 + Retry-After), socket events, recovery and the email worker.
+    It looks through SQLAlchemy's wrapper (`.orig`, the driver's error) and explicit causes
+    (`raise ... from`), not through exceptions merely raised while handling another.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen or len(seen) > 20:
+            continue
+        seen.add(id(current))
+        if isinstance(current, _UNAVAILABLE):
+            return True
+        if isinstance(current, sa_exc.DBAPIError):
+            if current.connection_invalidated:
+                return True
+            orig = current.orig
+            todo.append(orig if isinstance(orig, BaseException) else None)
+        todo.append(current.__cause__)
+    return False
 
 
 def create_engine(settings: Settings) -> AsyncEngine:

@@ -9,6 +9,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import Settings
+from .logs import Throttled
 from .realtime.cluster import ClusterStats
 from .realtime.connections import ConnectionManager
 from .realtime.delivery import DeliveryControl
@@ -18,6 +19,7 @@ from .realtime.recovery import Recovery
 from .security import TokenVerifier
 from .services.notifications import NotificationService
 from .services.users import UserDirectory
+from .shutdown import ShutdownClock
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -33,5 +35,8 @@ INBOUND_LIMITER = web.AppKey("inbound_limiter", SessionLimiter)
 CONNECT_BUCKET = web.AppKey("connect_bucket", TokenBucket)
 NOTIFICATIONS = web.AppKey("notifications", NotificationService)
 USERS = web.AppKey("users", UserDirectory)
+SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
+# "database unavailable" from requests and socket events: a line per interval, not per request.
+UNAVAILABLE_LOG = web.AppKey("unavailable_log", Throttled)
 # name -> probe returning "ok" or the reason it is not; /health/ready runs them all.
 READY_PROBES = web.AppKey("ready_probes", dict[str, Callable[[], Awaitable[str]]])

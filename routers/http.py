@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from sqlalchemy import exc as sa_exc
 
 from backend import codec, keys
+from backend.db import RETRY_AFTER_SECONDS, is_unavailable
 from backend.errors import DomainError, Forbidden, Invalid
 from backend.schemas import MAX_ID
 from backend.security import AuthError, TokenClaims, bearer_token
@@ -21,14 +21,8 @@ log = logging.getLogger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Failures to reach the database: a 503 to retry, not a 500.
-UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-)
+# Engine.IO answers its own errors (400 with its message and CORS headers): left as they are.
+ENGINEIO_PREFIX = "/socket.io/"
 
 ERROR_CODES = {
     400: "bad_request",
@@ -69,7 +63,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Every error leaves as {"error": {code, message, details}}; nothing leaves as a 500 page."""
     try:
         response = await handler(request)
-        if response.status >= 400 and response.content_type != "application/json":
+        if (
+            response.status >= 400
+            and response.content_type != "application/json"
+            and not request.path.startswith(ENGINEIO_PREFIX)
+        ):
             # Some handlers (static files) answer errors instead of raising them.
             return error_response(response.status, response.reason or "error")
         return response
@@ -94,12 +92,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, exc.message, code=exc.code, details=exc.details)
     except ValidationError as exc:
         return error_response(422, "invalid request", details=_validation_details(exc))
-    except UNAVAILABLE as exc:
-        log.warning("database unavailable on %s %s: %r", request.method, request.path, exc)
-        response = error_response(503, "the database is unavailable; retry shortly")
-        response.headers["Retry-After"] = "5"
-        return response
-    except Exception:
+    except Exception as exc:
+        if is_unavailable(exc):
+            request.app[keys.UNAVAILABLE_LOG].warning(
+                "database unavailable on %s %s: %r", request.method, request.path, exc
+            )
+            response = error_response(503, "the database is unavailable; retry shortly")
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal server error", code="internal_error")
 

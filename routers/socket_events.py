@@ -13,6 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from backend import codec, keys
+from backend.db import RETRY_AFTER_SECONDS, is_unavailable
 from backend.errors import DomainError, Invalid
 from backend.realtime.notifier import user_room
 from backend.schemas import MAX_ID, MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
@@ -20,6 +21,7 @@ from backend.security import AuthError, TokenClaims, bearer_token
 from backend.services.topics import authorize_room
 
 log = logging.getLogger(__name__)
+DB_UNAVAILABLE = "database unavailable"
 
 
 def error(code: str, message: str) -> dict[str, Any]:
@@ -69,7 +71,16 @@ class NotificationNamespace(socketio.AsyncNamespace):
             or not 0 <= last_seq <= MAX_ID
         ):
             raise refuse(f"invalid last_seq: expected an integer from 0 to {MAX_ID}")
-        await app[keys.USERS].remember(claims.sub, claims.email, claims.name)
+        try:
+            await app[keys.USERS].remember(claims.sub, claims.email, claims.name)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # Refused with a delay, which the official clients retry, rather than left hanging.
+            raise refuse(
+                f"{DB_UNAVAILABLE}, retry in {RETRY_AFTER_SECONDS} s",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from None
 
         connections = app[keys.CONNECTIONS]
         sessions = connections.user_sessions(claims.sub)
@@ -109,13 +120,36 @@ class NotificationNamespace(socketio.AsyncNamespace):
     async def _recover_on_connect(self, sid: str, user_id: str, last_seq: int) -> None:
         try:
             result = await self.app[keys.RECOVERY].recover(sid, user_id, last_seq)
-        except Exception:
-            log.exception("recovery failed for %s", sid)
-            await self.emit(
-                "recovery", {"recovered": False, "count": 0, "last_seq": last_seq}, to=sid
-            )
+        except Exception as exc:
+            if not is_unavailable(exc):
+                # A fault of ours: the client refetches over REST (reconnecting would only
+                # meet it again).
+                log.exception("recovery failed for %s", sid)
+                failed = {"recovered": False, "count": 0, "last_seq": last_seq}
+                await self.emit("recovery", {**failed, "reason": "recovery failed"}, to=sid)
+                return
+            self.app[keys.UNAVAILABLE_LOG].warning("recovery deferred: %s", DB_UNAVAILABLE)
+            # Not "too far behind": the client keeps its last_seq. The transport is then closed
+            # (an Engine.IO close, as on shutdown), so the official clients reconnect on their
+            # own, with backoff and the same last_seq, and recovery runs again.
+            deferred = {
+                "recovered": False,
+                "retry": True,
+                "reason": DB_UNAVAILABLE,
+                "retry_after": RETRY_AFTER_SECONDS,
+                "count": 0,
+                "last_seq": last_seq,
+            }
+            await self.emit("recovery", deferred, to=sid)
+            await self._close_transport(sid)
             return
         await self.app[keys.NOTIFIER].emit_to_local_session(sid, "recovery", result.as_dict())
+
+    async def _close_transport(self, sid: str) -> None:
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, self.namespace)
+        sock = self.server.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if sock is not None:
+            await sock.close(wait=False, reason=self.server.eio.reason.SERVER_DISCONNECT)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -161,7 +195,12 @@ class NotificationNamespace(socketio.AsyncNamespace):
             return error("invalid_payload", f"{where}: {first['msg']}")
         except DomainError as exc:
             return error(exc.code, exc.message)
-        except Exception:
+        except Exception as exc:
+            if is_unavailable(exc):
+                app[keys.UNAVAILABLE_LOG].warning(
+                    "database unavailable for event %s from %s: %r", event, sid, exc
+                )
+                return error("unavailable", "the database is unavailable; retry shortly")
             log.exception("event %s from %s failed", event, sid)
             return error("internal_error", "the server could not handle this event")
 

@@ -79,6 +79,14 @@ class PostgresServer:
         """Stop the server, keeping its data (an outage); resume() starts it again."""
         self._pg_ctl("-m", "fast", "stop")
 
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`: sessions are cut, and the server refuses connections while it
+        shuts down and starts up ("the database system is shutting down")."""
+        self._pg_ctl(
+            "-o", self.options, "-l", str(self.datadir.parent / "log"), "-t", "60", "-m", "fast",
+            "restart",
+        )  # fmt: skip
+
     def resume(self) -> None:
         self._pg_ctl(
             "-o", self.options, "-l", str(self.datadir.parent / "log"), "-t", "60", "start"

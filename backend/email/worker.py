@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..config import Settings
+from ..db import is_unavailable
 from ..models import EmailLog, utcnow
 from ..services.digests import queue_digests
 from . import queue, tokens
@@ -83,6 +84,8 @@ class EmailWorker:
             async with self._sessionmaker() as session:
                 composed = await compose(session, row, settings=settings, key=self._key, now=now)
         except Exception as exc:  # a bug or a bad row must not stop the queue
+            if is_unavailable(exc):
+                raise  # the row is fine; the database is away (the pass waits and retries)
             log.exception("email %s could not be composed", row.id)
             await self._settle(row, now, queue.FAILED, failed_reason=f"cannot compose: {exc}")
             return
@@ -126,24 +129,53 @@ class EmailWorker:
                 log.warning("email %s was reclaimed by another worker; outcome dropped", row.id)
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
-        """Poll until `stop` is set (checked between batches) or cancelled; digests each minute."""
+        """Poll until `stop` is set (checked between batches) or cancelled; digests each minute.
+
+        A failing pass waits longer each time (doubling from EMAIL_POLL_SECONDS up to
+        DB_RETRY_MAX_SECONDS); a database outage is logged once when it starts and once when it
+        ends, not once per try.
+        """
         stop = stop or asyncio.Event()
         next_digest_check = 0.0
         loop = asyncio.get_running_loop()
+        poll = self._settings.email_poll_seconds
+        delay = poll
+        outage_since: float | None = None
         log.info("email worker started (%s)", self.transport.name)
         while not stop.is_set():
             try:
                 if loop.time() >= next_digest_check:
-                    next_digest_check = loop.time() + DIGEST_CHECK_SECONDS
                     await self.run_digests()
+                    next_digest_check = loop.time() + DIGEST_CHECK_SECONDS
                 handled = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the database may be restarting: log, wait, go on
-                log.exception("email worker pass failed")
+            except Exception as exc:
                 handled = 0
+                if not is_unavailable(exc):
+                    log.exception("email worker pass failed")
+                elif outage_since is None:
+                    outage_since = loop.time()
+                    log.warning(
+                        "email worker: database unavailable (%s); retrying with backoff",
+                        _one_line(exc),
+                    )
+                delay = min(delay * 2, max(self._settings.db_retry_max_seconds, poll))
+            else:
+                if outage_since is not None:
+                    log.warning(
+                        "email worker: database reachable again after %.0f s",
+                        loop.time() - outage_since,
+                    )
+                    outage_since = None
+                delay = poll
             if not handled:
                 try:
-                    await asyncio.wait_for(stop.wait(), self._settings.email_poll_seconds)
+                    await asyncio.wait_for(stop.wait(), delay)
                 except TimeoutError:
                     pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text[:200]

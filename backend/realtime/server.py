@@ -5,6 +5,7 @@ from __future__ import annotations
 import socketio
 
 from ..config import Settings
+from ..logs import library_logger
 from .delivery import DeliveryControl, LocalManager, RedisManager
 from .engine import SocketTable
 from .fast import OrjsonModule, UncompressedWebSocket, WriterQueue
@@ -33,8 +34,8 @@ def create_socket_server(settings: Settings, control: DeliveryControl) -> socket
         max_http_buffer_size=settings.max_payload_bytes * 4,
         ping_interval=settings.ping_interval_seconds,
         ping_timeout=settings.ping_timeout_seconds,
-        logger=False,
-        engineio_logger=False,
+        logger=library_logger("socketio.server"),
+        engineio_logger=library_logger("engineio.server"),
         json=OrjsonModule,
     )
     # Sessions entering this table become LeanSockets: fewer tasks per socket and per ping.

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from ..db import is_unavailable
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 log = logging.getLogger(__name__)
@@ -52,8 +54,10 @@ class GroupCommit(Generic[Item, Result]):
         try:
             results = await self._run([item for item, _ in batch])
         except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch[0][1], exc)
+            if len(batch) == 1 or is_unavailable(exc):
+                # Alone, or the database is away (each one would fail the same way): all fail.
+                for _, future in batch:
+                    _settle(future, exc)
                 return
             # One bad request must not fail the others: write each on its own.
             log.warning("group commit of %d failed (%r); retrying one by one", len(batch), exc)
