@@ -105,9 +105,10 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         if length > self.server.max_http_buffer_size:
             raise exceptions.ContentTooLongError()
         try:
+            # All of it (python-engineio's read(length) takes whatever has arrived so far).
             async with asyncio.timeout(self.server.request_body_timeout):
-                body = await environ["wsgi.input"].read(length)
-        except TimeoutError:
+                body = await environ["wsgi.input"].readexactly(length)
+        except (TimeoutError, asyncio.IncompleteReadError):
             self.server.guard.refused(self, "a polling POST body that did not arrive in time")
             raise exceptions.EngineIOError() from None
         try:
