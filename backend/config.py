@@ -78,7 +78,7 @@ class Settings:
     # malformed packets (either protocol layer) a session may send; the last one closes it
     max_malformed_packets: int = 3
     # from connecting (or the last response) to a request's complete headers; also keep-alive
-    request_header_timeout_seconds: float = 15.0
+    request_header_timeout_seconds: float = 20.0
     # from a request's headers to its complete body
     request_body_timeout_seconds: float = 30.0
     stale_timeout_seconds: float = 300.0

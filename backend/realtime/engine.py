@@ -49,6 +49,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     closed: bool
 
     lean = False  # True once this session's websocket runs the loops below
+    malformed = 0  # malformed packets so far (guard.ProtocolGuard)
     ping_timer: asyncio.TimerHandle | None = None
 
     # -- pings: one timer handle per session, not a task per ping -----------------------------

@@ -236,12 +236,16 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
         if kind == packet.CONNECT:
             return None
         namespace = pkt.namespace or "/"
-        if self.manager.sid_from_eio_sid(eio_sid, namespace) is None:
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None:
             return f"{packet.packet_names[kind]} before CONNECT to {namespace[:40]!r}"
         if kind == packet.EVENT:
             data = pkt.data
             if not isinstance(data, list) or not data or not isinstance(data[0], str):
                 return "an event must be a JSON array starting with its name"
-        elif kind == packet.ACK and (pkt.id is None or not isinstance(pkt.data, list)):
-            return "an ack must have an id and a JSON array"
+        elif kind == packet.ACK:
+            if not isinstance(pkt.data, list):
+                return "an ack must be a JSON array"
+            if pkt.id not in self.manager.callbacks.get(sid, {}):
+                return "an ack for nothing this server asked"
         return None

@@ -19,8 +19,8 @@ MakeServer = Callable[..., Awaitable[RunningServer]]
 
 # Engine.IO `9`: no such packet type; `4`: an empty message; `47`: no such Socket.IO type;
 # `44{}`: CONNECT_ERROR, which only a server sends; `4abc`: not a packet; `42{}`: an event that is
-# not an array; `42[1]`: an event without a name.
-MALFORMED = ["9", "4", "47", "44{}", "4abc", "42{}", "42[1]"]
+# not an array; `42[1]`: an event without a name; `431[]`: an ack the server never asked for.
+MALFORMED = ["9", "4", "47", "44{}", "4abc", "42{}", "42[1]", "431[]"]
 
 
 async def connected(server: RunningServer, user: str = "alice") -> RawSocket:
