@@ -220,12 +220,19 @@ def create_app(settings: Settings) -> web.Application:
         unsubscribe,
         websocket_admin,
     )
+    from routers.deadlines import body_deadline_middleware
     from routers.http import error_middleware
     from routers.socket_events import NotificationNamespace
 
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[
+            error_middleware,
+            body_deadline_middleware(settings.request_body_timeout_seconds),
+        ],
         client_max_size=max(settings.max_body_bytes, settings.max_payload_bytes + 1024),
+        # aiohttp closes a connection whose next request's headers are not complete this long
+        # after it opened or answered the last one: the header deadline, and the keep-alive.
+        handler_args={"keepalive_timeout": settings.request_header_timeout_seconds},
     )
     app[keys.SETTINGS] = settings
     install_client_error_filter()

@@ -83,6 +83,14 @@ class Settings:
     websocket_compression: bool = False
     ping_interval_seconds: float = 25.0
     ping_timeout_seconds: float = 20.0
+    # an Engine.IO session with no successful Socket.IO CONNECT is closed after this
+    connect_timeout_seconds: float = 45.0
+    # malformed packets (either protocol layer) a session may send; the last one closes it
+    max_malformed_packets: int = 3
+    # from connecting (or the last response) to a request's complete headers; also keep-alive
+    request_header_timeout_seconds: float = 20.0
+    # from a request's headers to its complete body
+    request_body_timeout_seconds: float = 30.0
     stale_timeout_seconds: float = 300.0
     cleanup_interval_seconds: float = 60.0
     stats_interval_seconds: float = 300.0
@@ -171,6 +179,7 @@ _INT_SETTINGS = {
     "RECOVERY_MAX_NOTIFICATIONS": "recovery_max_notifications",
     "RECOVERY_PAGE_SIZE": "recovery_page_size",
     "EMAIL_MAX_ATTEMPTS": "email_max_attempts",
+    "MAX_MALFORMED_PACKETS": "max_malformed_packets",
 }
 _FLOAT_SETTINGS = {
     "EVENT_RATE_PER_SECOND": "event_rate_per_second",
@@ -187,6 +196,9 @@ _FLOAT_SETTINGS = {
     "EMAIL_LEASE_SECONDS": "email_lease_seconds",
     "SHUTDOWN_GRACE_SECONDS": "shutdown_grace_seconds",
     "DB_RETRY_MAX_SECONDS": "db_retry_max_seconds",
+    "CONNECT_TIMEOUT_SECONDS": "connect_timeout_seconds",
+    "REQUEST_HEADER_TIMEOUT_SECONDS": "request_header_timeout_seconds",
+    "REQUEST_BODY_TIMEOUT_SECONDS": "request_body_timeout_seconds",
 }
 _BOOL_SETTINGS = {
     "AUTO_MIGRATE": "auto_migrate",
@@ -351,5 +363,12 @@ def validate(settings: Settings) -> None:
     if not 2 <= settings.max_json_depth <= SENDABLE_DEPTH:
         # a publish body with `data` is 2 levels; past SENDABLE_DEPTH, data could not be sent
         raise ConfigError(f"MAX_JSON_DEPTH must be between 2 and {SENDABLE_DEPTH}")
+    if settings.ping_interval_seconds < 1 or not float(settings.ping_interval_seconds).is_integer():
+        # Engine.IO advertises whole seconds (python-engineio truncates 0.3 to 0): clients would
+        # expect pings that never come on time and drop every session.
+        raise ConfigError(
+            "PING_INTERVAL_SECONDS must be a whole number of seconds, at least 1, "
+            f"got {settings.ping_interval_seconds:g}"
+        )
     if settings.unsubscribe_secret and len(settings.unsubscribe_secret.get()) < MIN_SECRET_LENGTH:
         raise ConfigError(f"UNSUBSCRIBE_SECRET must be at least {MIN_SECRET_LENGTH} characters")

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from backend import codec, keys
 from backend.db import RETRY_AFTER_SECONDS, is_unavailable
 from backend.errors import DomainError, Invalid
+from backend.realtime.connections import ClientConnection
 from backend.realtime.notifier import user_room
 from backend.schemas import MAX_ID, MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
 from backend.security import AuthError, TokenClaims, bearer_token
@@ -71,45 +72,62 @@ class NotificationNamespace(socketio.AsyncNamespace):
             or not 0 <= last_seq <= MAX_ID
         ):
             raise refuse(f"invalid last_seq: expected an integer from 0 to {MAX_ID}")
-        try:
-            await app[keys.USERS].remember(claims.sub, claims.email, claims.name)
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            # Refused with a delay, which the official clients retry, rather than left hanging.
-            raise refuse(
-                f"{DB_UNAVAILABLE}, retry in {RETRY_AFTER_SECONDS} s",
-                retry_after=RETRY_AFTER_SECONDS,
-            ) from None
-
+        # The slot is taken before the first await, and given back if this connect fails.
         connections = app[keys.CONNECTIONS]
-        sessions = connections.user_sessions(claims.sub)
-        if len(sessions) >= settings.max_connections_per_user:
-            oldest = min(sessions, key=lambda c: c.connected_at)
-            self.server.start_background_task(self._drop, oldest.sid)
-
-        recovery = app[keys.RECOVERY]
-        if last_seq is not None:
-            recovery.hold(sid)  # before joining the room: nothing live slips in unseen
-        await self.save_session(sid, {"claims": claims})
-        await self.enter_room(sid, user_room(claims.sub))
         request = environ.get("aiohttp.request")
-        connections.connect(
+        displaced = connections.admit(
             sid,
             claims.sub,
+            limit=settings.max_connections_per_user,
             transport=self.server.transport(sid),
             remote_address=getattr(request, "remote", None),
             user_agent=environ.get("HTTP_USER_AGENT"),
         )
+        for old in displaced:
+            self._displace(old)
+        try:
+            try:
+                await app[keys.USERS].remember(claims.sub, claims.email, claims.name)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                # Refused with a delay, which the official clients retry, not left hanging.
+                raise refuse(
+                    f"{DB_UNAVAILABLE}, retry in {RETRY_AFTER_SECONDS} s",
+                    retry_after=RETRY_AFTER_SECONDS,
+                ) from None
+            recovery = app[keys.RECOVERY]
+            if last_seq is not None:
+                recovery.hold(sid)  # before joining the room: nothing live slips in unseen
+            await self.save_session(sid, {"claims": claims})
+            connection = connections.get(sid)
+            if connection is None:  # a newer connect of this user displaced this one meanwhile
+                raise refuse("too many connections for this user")
+            connection.live = True
+            await self.enter_room(sid, user_room(claims.sub))
+        except BaseException:
+            self._forget(sid)
+            raise
         if last_seq is not None:
             # Runs after this handler returns, so the CONNECT packet is queued first.
             self.server.start_background_task(self._recover_on_connect, sid, claims.sub, last_seq)
 
     async def on_disconnect(self, sid: str, reason: str | None = None) -> None:
+        self._forget(sid)
+        log.debug("disconnected %s: %s", sid, reason)
+
+    def _forget(self, sid: str) -> None:
         self.app[keys.CONNECTIONS].disconnect(sid)
         self.app[keys.DELIVERY].forget(sid)
         self.app[keys.INBOUND_LIMITER].forget(sid)
-        log.debug("disconnected %s: %s", sid, reason)
+
+    def _displace(self, old: ClientConnection) -> None:
+        """A session over the user's cap: out of the user's room now, so no notification reaches
+        more than the cap; told why and closed next. One still connecting refuses itself."""
+        if not old.live:
+            return
+        self.server.manager.basic_leave_room(old.sid, self.namespace, user_room(old.user_id))
+        self.server.start_background_task(self._drop, old.sid)
 
     async def _drop(self, sid: str) -> None:
         """The oldest session of a user over the limit: tell it why, then close it."""

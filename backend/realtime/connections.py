@@ -25,6 +25,8 @@ class ClientConnection:
     rooms: set[str] = field(default_factory=set)
     events_in: int = 0
     events_out: int = 0
+    order: int = 0  # admission order on this process: ties of connected_at broken
+    live: bool = True  # False while its connect handler still runs (see admit)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,11 +73,30 @@ class ConnectionManager:
             remote_address=remote_address,
             user_agent=user_agent,
         )
+        self.total_connections += 1
+        connection.order = self.total_connections
         self._connections[sid] = connection
         self._by_user.setdefault(user_id, set()).add(sid)
-        self.total_connections += 1
         self.join(sid, f"user:{user_id}")
         return connection
+
+    def admit(
+        self, sid: str, user_id: str, *, limit: int, **details: Any
+    ) -> list[ClientConnection]:
+        """Register a connecting session (not yet live) and take out the user's oldest sessions
+        beyond `limit`, returning them.
+
+        Counting and registering with no await in between is what makes the cap hold however
+        many connects of one user interleave: each one sees every other that came before it.
+        """
+        self.connect(sid, user_id, **details).live = False
+        sids = self._by_user[user_id]
+        displaced: list[ClientConnection] = []
+        while len(sids) > limit:
+            oldest = min((self._connections[s] for s in sids), key=lambda c: c.order)
+            self.disconnect(oldest.sid)
+            displaced.append(oldest)
+        return displaced
 
     def disconnect(self, sid: str) -> ClientConnection | None:
         connection = self._connections.pop(sid, None)

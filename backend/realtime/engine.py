@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any
 
-from engineio import exceptions, packet
+from engineio import exceptions, packet, payload
 from engineio.async_socket import AsyncSocket
 
 from .fast import text_frame, write_now
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 PING = packet.Packet(packet.PING)
 PING_FRAME = text_frame(PING.encode().encode())
+# What an Engine.IO v4 client sends once connected (the upgrade's PING probe and UPGRADE are
+# read by the upgrade itself, not here).
+CLIENT_PACKETS = frozenset({packet.CLOSE, packet.PONG, packet.MESSAGE})
 
 
 class LeanSocket(AsyncSocket):  # type: ignore[misc]
@@ -46,6 +49,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     closed: bool
 
     lean = False  # True once this session's websocket runs the loops below
+    malformed = 0  # malformed packets so far (guard.ProtocolGuard)
     ping_timer: asyncio.TimerHandle | None = None
 
     # -- pings: one timer handle per session, not a task per ping -----------------------------
@@ -72,7 +76,50 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         if self.ping_timer is not None:
             self.ping_timer.cancel()
             self.ping_timer = None
+        closing_now = not (self.closed or self.closing)
+        if not self.upgraded:
+            # Long-polling: waiting would need a poll to carry the CLOSE packet, and a client
+            # that sends none would hold the caller (a POST, or shutdown) until it timed out.
+            wait = False
         await super().close(wait=wait, abort=abort, reason=reason)
+        if closing_now and self.upgraded:
+            # The writer ends after the CLOSE packet and closes the websocket, which ends the
+            # reader too, even while it waits on a client that sends nothing.
+            self.queue.put_nowait(None)
+
+    # -- what a client sends -------------------------------------------------------------------
+
+    async def receive(self, pkt: packet.Packet) -> None:
+        if self.closed:
+            raise exceptions.SocketIsClosedError()
+        if pkt.packet_type not in CLIENT_PACKETS:
+            # OPEN, PING, NOOP, UPGRADE outside an upgrade, or a type with no name
+            if self.server.guard.malformed(self, f"Engine.IO packet type {pkt.packet_type!r}"):
+                await self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
+            return
+        await super().receive(pkt)
+
+    async def handle_post_request(self, environ: dict[str, Any]) -> None:
+        """A long-polling POST: its body within REQUEST_BODY_TIMEOUT_SECONDS, its packets
+        checked like a websocket's."""
+        length = int(environ.get("CONTENT_LENGTH", "0"))
+        if length > self.server.max_http_buffer_size:
+            raise exceptions.ContentTooLongError()
+        try:
+            # All of it (python-engineio's read(length) takes whatever has arrived so far).
+            async with asyncio.timeout(self.server.request_body_timeout):
+                body = await environ["wsgi.input"].readexactly(length)
+        except (TimeoutError, asyncio.IncompleteReadError):
+            self.server.guard.refused(self, "a polling POST body that did not arrive in time")
+            raise exceptions.EngineIOError() from None
+        try:
+            packets = payload.Payload(encoded_payload=body.decode("utf-8")).packets
+        except Exception as exc:
+            if self.server.guard.malformed(self, f"polling payload: {type(exc).__name__}"):
+                await self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
+            return
+        for pkt in packets:
+            await self.receive(pkt)
 
     # -- the websocket transport ---------------------------------------------------------------
 
@@ -97,17 +144,18 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                 break
             try:
                 pkt = packet.Packet(encoded_packet=data)
-            except Exception:
-                log.info("%s: closing on a malformed Engine.IO packet", self.sid)
-                break
+            except Exception as exc:
+                if self.server.guard.malformed(self, f"Engine.IO: {type(exc).__name__}"):
+                    break
+                continue
             try:
                 await self.receive(pkt)
-            except exceptions.UnknownPacketError:
-                pass
             except exceptions.SocketIsClosedError:
                 break
             except Exception:
                 log.exception("%s: error handling an inbound packet", self.sid)
+            if self.closed:
+                break  # closed by a guard or the server: stop reading what the client sends
         self.queue.put_nowait(None)  # the writer ends after what is queued before it
         await writer
         await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)

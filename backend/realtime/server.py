@@ -9,6 +9,7 @@ from ..logs import library_logger
 from .delivery import DeliveryControl, LocalManager, RedisManager
 from .engine import SocketTable
 from .fast import OrjsonModule, UncompressedWebSocket, WriterQueue
+from .guard import GuardedServer, ProtocolGuard
 
 
 def create_socket_server(settings: Settings, control: DeliveryControl) -> socketio.AsyncServer:
@@ -26,7 +27,10 @@ def create_socket_server(settings: Settings, control: DeliveryControl) -> socket
         origins = "*"
     elif settings.admin_ui_username:
         origins = [*(origins or []), "https://admin.socket.io"]
-    sio = socketio.AsyncServer(
+    sio = GuardedServer(
+        guard=ProtocolGuard(max_malformed=settings.max_malformed_packets),
+        connect_timeout=settings.connect_timeout_seconds,
+        request_body_timeout=settings.request_body_timeout_seconds,
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=origins,
