@@ -17,7 +17,7 @@ from aiohttp import web
 
 from . import keys, migrate
 from .config import Settings
-from .db import create_engine, create_sessionmaker
+from .db import create_engine, create_sessionmaker, is_unavailable
 from .email.worker import EmailWorker
 from .logs import Throttled, install_client_error_filter
 from .realtime.cluster import ClusterStats
@@ -106,8 +106,11 @@ async def purge_loop(service: NotificationService, *, hours: float) -> None:
         try:
             older_than = datetime.now(UTC) - timedelta(hours=hours)
             await service.purge_idempotency_keys(older_than=older_than)
-        except Exception:
-            log.exception("purging idempotency keys failed; trying again next hour")
+        except Exception as exc:
+            if not is_unavailable(exc):
+                log.exception("purging idempotency keys failed; trying again next hour")
+            else:  # an outage is one line, not a traceback (the email worker says more)
+                log.warning("purging idempotency keys: the database is unavailable; next hour")
         await asyncio.sleep(3600)
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from backend import codec, keys
 from backend.db import RETRY_AFTER_SECONDS, is_unavailable
-from backend.errors import DomainError, Invalid
+from backend.errors import Conflict, DomainError, Invalid
 from backend.realtime.connections import ClientConnection
 from backend.realtime.notifier import user_room
 from backend.schemas import MAX_ID, MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
@@ -266,7 +266,7 @@ class NotificationNamespace(socketio.AsyncNamespace):
         payload: SyncPayload = self._parse(SyncPayload, data)
         recovery = self.app[keys.RECOVERY]
         if self.app[keys.DELIVERY].holding.get(sid) is not None:
-            raise DomainError("a sync is already running for this session")
+            raise Conflict("a sync is already running for this session; wait for its ack")
         recovery.hold(sid)
         result = await recovery.recover(sid, claims.sub, payload.after_seq)
         return {"ok": True, **result.as_dict()}

@@ -12,7 +12,8 @@ What the server promises, and what a client does for it (README, "Socket.IO"):
   seq), so each gap asks for one sync and its ack says how far the client is complete: no loop.
 - One sync at a time per session (the server refuses a second): one runs, and one more runs
   after it if anything asked meanwhile. The connect's recovery counts as a running sync.
-- `recovered: false` (too far behind): the newest page comes over REST instead.
+- `recovered: false` (too far behind): the newest page comes over REST instead; but
+  `retry: true` (the database was away) only means "reconnecting": the position is kept.
 - python-socketio retries a dropped connection, but not one the server closed (a restart or
   deploy closes every session cleanly): this client comes back by itself after those too.
 
@@ -156,6 +157,10 @@ class NotificationClient:
 
     async def _settle(self, result: dict[str, Any]) -> None:
         """After a sync's ack or a recovery: everything up to its last_seq has been sent."""
+        if result.get("retry"):
+            # The database was away: the server closes the connection, this client reconnects
+            # with the same last_seq and the recovery runs again. Nothing to fetch now.
+            return
         if result.get("recovered") is False:
             log.warning("too far behind to replay; fetching the newest over REST")
             for notification in reversed(await self._rest_page(limit=100)):

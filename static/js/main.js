@@ -232,6 +232,11 @@ realtime.addEventListener("connect", () => {
 realtime.addEventListener("recovery", async ({ detail }) => {
   const missed = recovering;
   endRecovery();
+  if (detail?.retry) {
+    // The database was away: the server closes this transport and the client reconnects with
+    // the same last_seq, so recovery runs again; the position is kept, nothing is refetched.
+    return;
+  }
   if (detail?.recovered === false) {
     await reloadInbox(); // too far behind: the list comes from REST instead
     return;
