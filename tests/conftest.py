@@ -161,6 +161,16 @@ class RunningServer:
         return recorder
 
 
+async def refused_connect(server: RunningServer, auth: dict[str, Any]) -> list[Any]:
+    """Connect with this auth, which the server must refuse; its connect_error payloads."""
+    recorder = Recorder()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await recorder.client.connect(
+            server.url, auth=auth, transports=["websocket"], wait_timeout=5
+        )
+    return recorder.connect_errors
+
+
 class Recorder:
     """A python-socketio client that records every event it receives."""
 
