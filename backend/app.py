@@ -23,6 +23,7 @@ from .logs import Throttled, install_client_error_filter
 from .realtime.cluster import ClusterStats
 from .realtime.connections import ConnectionManager
 from .realtime.delivery import DeliveryControl
+from .realtime.engine import end_for_reconnect
 from .realtime.limits import SessionLimiter, TokenBucket
 from .realtime.maintenance import cleanup_loop, stats_loop
 from .realtime.notifier import Notifier
@@ -181,16 +182,16 @@ async def shutdown_sockets(app: web.Application) -> None:
     """Close every client's transport before the web server goes away.
 
     python-socketio's shutdown() only stops its background tasks; without this, open websockets
-    would hold the exit for a ping interval plus timeout. An Engine.IO-level close (not a
-    Socket.IO disconnect) tells the official clients to reconnect, with backoff and `last_seq`.
+    would hold the exit for a ping interval plus timeout. Websockets are closed under their
+    clients (not a Socket.IO disconnect, not an Engine.IO CLOSE, which python-engineio's client
+    takes as final), so every official client reconnects, with backoff and `last_seq`.
     """
     sio = app[keys.SIO]
     sockets = list(sio.eio.sockets.values())
     for sock in sockets:
-        # wait=False: queue the CLOSE packet without waiting on a writer that may be gone.
-        await sock.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
-    # A client closes its websocket on that packet; one that does not (python-engineio's client
-    # waits on its own reader) would hold the exit, so after a grace its transport is cut.
+        await end_for_reconnect(sock)
+    # A client that does not answer the close frame would hold the exit, so after a grace its
+    # transport is cut.
     loop = asyncio.get_running_loop()
     grace = app[keys.SETTINGS].shutdown_grace_seconds
     deadline = loop.time() + min(SOCKET_CLOSE_WAIT_SECONDS, grace / 5)

@@ -16,6 +16,7 @@ from backend import codec, keys
 from backend.db import RETRY_AFTER_SECONDS, is_unavailable
 from backend.errors import Conflict, DomainError, Invalid
 from backend.realtime.connections import ClientConnection
+from backend.realtime.engine import end_for_reconnect
 from backend.realtime.notifier import user_room
 from backend.schemas import MAX_ID, MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
 from backend.security import AuthError, TokenClaims, bearer_token
@@ -148,7 +149,7 @@ class NotificationNamespace(socketio.AsyncNamespace):
                 return
             self.app[keys.UNAVAILABLE_LOG].warning("recovery deferred: %s", DB_UNAVAILABLE)
             # Not "too far behind": the client keeps its last_seq. The transport is then closed
-            # (an Engine.IO close, as on shutdown), so the official clients reconnect on their
+            # as on shutdown (end_for_reconnect), so the official clients reconnect on their
             # own, with backoff and the same last_seq, and recovery runs again.
             deferred = {
                 "recovered": False,
@@ -167,7 +168,7 @@ class NotificationNamespace(socketio.AsyncNamespace):
         eio_sid = self.server.manager.eio_sid_from_sid(sid, self.namespace)
         sock = self.server.eio.sockets.get(eio_sid) if eio_sid is not None else None
         if sock is not None:
-            await sock.close(wait=False, reason=self.server.eio.reason.SERVER_DISCONNECT)
+            await end_for_reconnect(sock)
 
     # -- events ----------------------------------------------------------------------------
 

@@ -87,6 +87,24 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             # reader too, even while it waits on a client that sends nothing.
             self.queue.put_nowait(None)
 
+    def hang_up(self) -> bool:
+        """End this websocket session after what is already queued, with a websocket close frame
+        and no Engine.IO CLOSE packet, so that every official client reconnects.
+
+        python-engineio's client takes a CLOSE packet as final and never reconnects (the
+        JavaScript client reconnects either way); a websocket closed under it is a lost transport
+        to both, which they retry with backoff and their `last_seq`. False for a session that is
+        not one of ours (long-polling, or upgraded from it): the caller sends CLOSE instead.
+        """
+        if not self.lean or self.closing or self.closed:
+            return False
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
+            self.ping_timer = None
+        # The writer ends after what is queued and closes the websocket; the reader then ends.
+        self.queue.put_nowait(None)
+        return True
+
     # -- what a client sends -------------------------------------------------------------------
 
     async def receive(self, pkt: packet.Packet) -> None:
@@ -188,3 +206,12 @@ class SocketTable(dict[str, Any]):
         if type(sock) is AsyncSocket:
             sock.__class__ = LeanSocket
         super().__setitem__(sid, sock)
+
+
+async def end_for_reconnect(sock: Any) -> None:
+    """Close a session in the way that makes its client come back (shutdown, a deferred
+    recovery): see LeanSocket.hang_up."""
+    if isinstance(sock, LeanSocket) and sock.hang_up():
+        return
+    # wait=False: queue the CLOSE packet without waiting on a writer that may be gone.
+    await sock.close(wait=False, reason=sock.server.reason.SERVER_DISCONNECT)

@@ -14,8 +14,9 @@ What the server promises, and what a client does for it (README, "Socket.IO"):
   after it if anything asked meanwhile. The connect's recovery counts as a running sync.
 - `recovered: false` (too far behind): the newest page comes over REST instead; but
   `retry: true` (the database was away) only means "reconnecting": the position is kept.
-- python-socketio retries a dropped connection, but not one the server closed (a restart or
-  deploy closes every session cleanly): this client comes back by itself after those too.
+- python-socketio retries a dropped connection, but not one the server ended with an Engine.IO
+  CLOSE (this server closes websockets under their clients instead, so they come back; a
+  long-polling session still gets CLOSE): this client comes back by itself after those too.
 
 Run it: python docs/examples/client.py http://127.0.0.1:8080 "$TOKEN"
 """
