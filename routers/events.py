@@ -32,6 +32,7 @@ from backend.events.schemas import (
 from backend.security import SCOPE_ADMIN, SCOPE_PUBLISH, AuthError
 from backend.services.events import Outcome
 
+from .deadlines import TOO_LARGE_ATTRIBUTE
 from .http import ApiRoutes, authenticate, json_response, parse_query
 
 EVENTS_ROUTE = "/api/v1/events"
@@ -90,12 +91,13 @@ class _Unreadable(Exception):
 
 async def _read(request: web.Request) -> bytes:
     limit = request.app[keys.SETTINGS].max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise _Unreadable("too_large", f"the body is over {limit} bytes")
     try:
-        return await request.read()
+        raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _Unreadable("too_large", f"the body is over {limit} bytes") from None
+    if len(raw) > limit:  # the app's client_max_size may be larger (MAX_PAYLOAD_BYTES)
+        raise _Unreadable("too_large", f"the body is over {limit} bytes")
+    return raw
 
 
 def _decode(raw: bytes, depth: int) -> Any:
@@ -143,6 +145,17 @@ async def post_event(request: web.Request) -> web.Response:
     except MalformedEvent as exc:
         return _answer(ingest.drop_malformed(str(exc)))
     return _answer(await ingest.ingest(event))
+
+
+async def _too_large(request: web.Request) -> web.Response:
+    """A body over MAX_BODY_BYTES can never succeed: DROP (after the caller is authorized)."""
+    _authorize(request)
+    limit = request.app[keys.SETTINGS].max_body_bytes
+    reason = f"the body is over {limit} bytes"
+    return _answer(request.app[keys.EVENTS].drop_malformed(reason, kind="too_large"))
+
+
+setattr(post_event, TOO_LARGE_ATTRIBUTE, _too_large)
 
 
 @api.route("GET", "/admin/events", query=EventQuery, response=EventList, status=200,
