@@ -115,7 +115,7 @@ def _decode(raw: bytes, depth: int) -> Any:
 def _event(request: web.Request, raw: bytes) -> CloudEvent:
     depth = request.app[keys.SETTINGS].max_json_depth
     content_type = request.content_type
-    if is_binary(request.headers):
+    if is_binary(request.headers) and content_type != "application/cloudevents+json":
         if content_type in ("", "application/json") or content_type.endswith("+json"):
             data = _decode(raw, depth) if raw else None
         else:

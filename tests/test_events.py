@@ -4,6 +4,7 @@ can be, and kept in the audit trail."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -109,6 +110,30 @@ async def test_a_structured_cloudevent_from_a_dapr_sidecar_reaches_the_users_soc
             select(Notification.publisher).where(Notification.id == note["id"])
         )
     assert publisher == "/taskflow/api"  # the event's source published it
+
+
+async def test_every_published_notification_records_its_publisher(
+    dapr_server: RunningServer,
+) -> None:
+    """REST publishes by several tokens at once (one group commit) record each token's sub."""
+
+    async def publish(sub: str) -> int:
+        status, answer = await dapr_server.request(
+            "POST", "/api/v1/notifications", sub=sub, scopes=(SCOPE_PUBLISH,),
+            json={"user_ids": ["erin"], "type": "test", "title": f"from {sub}"},
+        )  # fmt: skip
+        assert status == 201, answer
+        return int(answer["notifications"][0]["id"])
+
+    subs = [f"service-{n}" for n in range(8)]
+    ids = await asyncio.gather(*(publish(sub) for sub in subs))
+    async with dapr_server.app[keys.SESSIONMAKER]() as session:
+        rows = dict(
+            (await session.execute(
+                select(Notification.id, Notification.publisher).where(Notification.id.in_(ids))
+            )).tuples().all()
+        )  # fmt: skip
+    assert [rows[i] for i in ids] == subs
 
 
 async def test_a_binary_cloudevent_with_a_publisher_token_reaches_the_users_socket(
