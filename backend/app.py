@@ -19,6 +19,7 @@ from . import keys, migrate
 from .config import Settings
 from .db import create_engine, create_sessionmaker, is_unavailable
 from .email.worker import EmailWorker
+from .events.mappings import load_mappings
 from .logs import Throttled, install_client_error_filter
 from .realtime.cluster import ClusterStats
 from .realtime.connections import ConnectionManager
@@ -30,6 +31,7 @@ from .realtime.notifier import Notifier
 from .realtime.recovery import Recovery
 from .realtime.server import create_socket_server
 from .security import TokenVerifier
+from .services.events import EventIngest
 from .services.notifications import NotificationService
 from .services.users import UserDirectory
 from .shutdown import ShutdownClock
@@ -49,6 +51,13 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     service = NotificationService(sessionmaker=sessionmaker, notifier=app[keys.NOTIFIER])
     app[keys.NOTIFICATIONS] = service
     app[keys.USERS] = UserDirectory(sessionmaker)
+    app[keys.EVENTS] = EventIngest(
+        sessionmaker=sessionmaker,
+        notifications=service,
+        mappings=load_mappings(settings.event_mappings),
+        max_data_bytes=settings.max_data_bytes,
+        max_json_depth=settings.max_json_depth,
+    )
 
     async def fetch(user_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
         return await service.after_seq(user_id=user_id, after_seq=after_seq, limit=limit)
@@ -115,6 +124,21 @@ async def purge_loop(service: NotificationService, *, hours: float) -> None:
         await asyncio.sleep(3600)
 
 
+async def events_purge_loop(ingest: EventIngest, *, days: int) -> None:
+    """Hourly: drop ingested events older than EVENTS_RETENTION_DAYS, in batches."""
+    while True:
+        try:
+            purged = await ingest.purge(older_than=datetime.now(UTC) - timedelta(days=days))
+            if purged:
+                log.info("purged %d events older than %d days", purged, days)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                log.exception("purging events failed; trying again next hour")
+            else:
+                log.warning("purging events: the database is unavailable; next hour")
+        await asyncio.sleep(3600)
+
+
 async def background_ctx(app: web.Application) -> AsyncIterator[None]:
     """Stale-session cleanup and the stats line; cancelled, then awaited, on the way out."""
     settings = app[keys.SETTINGS]
@@ -139,6 +163,13 @@ async def background_ctx(app: web.Application) -> AsyncIterator[None]:
             name="idempotency-purge",
         )
     )
+    if settings.events_retention_days > 0:
+        tasks.append(
+            asyncio.create_task(
+                events_purge_loop(app[keys.EVENTS], days=settings.events_retention_days),
+                name="events-purge",
+            )
+        )
     yield
     for task in tasks:
         task.cancel()
@@ -215,6 +246,7 @@ def create_app(settings: Settings) -> web.Application:
     from routers import (
         admin_email,
         dev,
+        events,
         health,
         metrics,
         notifications,
@@ -293,7 +325,7 @@ def create_app(settings: Settings) -> web.Application:
         health.api,
         dev.api,
     ]
-    route_sets += [admin_email.api, unsubscribe.api]
+    route_sets += [admin_email.api, unsubscribe.api, events.dapr, events.api]
     for routes in route_sets:
         app.router.add_routes(routes.table)
     document = openapi.build_openapi(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -14,11 +15,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from .codec import SENDABLE_DEPTH
+from .events.mappings import DEFAULT_TOPICS, MappingError, load_mappings
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/notifications.db"
 ALLOWED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256"})
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "your-secret", "jwt-secret"})
 MIN_SECRET_LENGTH = 32
+
+
+DAPR_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,255}")
 
 
 class ConfigError(ValueError):
@@ -117,6 +122,15 @@ class Settings:
     app_url: str = "http://127.0.0.1:8080"
     # signs one-click unsubscribe links; the JWT secret when unset
     unsubscribe_secret: Secret | None = None
+    # events from other services (CloudEvents over Dapr pub/sub)
+    dapr_pubsub_name: str = "taskflow-pubsub"
+    dapr_topics: tuple[str, ...] = DEFAULT_TOPICS
+    # when set, a request with this `dapr-api-token` header may post events without a JWT
+    dapr_api_token: Secret | None = None
+    # a JSON or YAML file of event mappings added to (or replacing) the built-in ones
+    event_mappings: str | None = None
+    # ingested events older than this are purged from the audit trail; 0 keeps them forever
+    events_retention_days: int = 90
 
     @property
     def is_sqlite(self) -> bool:
@@ -217,6 +231,8 @@ _STR_SETTINGS = {
     "EMAIL_OUTBOX_DIR": "email_outbox_dir",
     "APP_URL": "app_url",
     "ADMIN_UI_USERNAME": "admin_ui_username",
+    "DAPR_PUBSUB_NAME": "dapr_pubsub_name",
+    "EVENT_MAPPINGS": "event_mappings",
 }
 
 
@@ -268,11 +284,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("SMTP_PASSWORD", "smtp_password"),
         ("ADMIN_UI_PASSWORD", "admin_ui_password"),
         ("UNSUBSCRIBE_SECRET", "unsubscribe_secret"),
+        ("DAPR_API_TOKEN", "dapr_api_token"),
     ):
         if env.get(var):
             values[attr] = Secret(env[var])
     if env.get("CORS_ALLOWED_ORIGINS", "").strip():
         values["cors_allowed_origins"] = _list(env["CORS_ALLOWED_ORIGINS"])
+    if env.get("DAPR_TOPICS", "").strip():
+        values["dapr_topics"] = _list(env["DAPR_TOPICS"])
+    if env.get("EVENTS_RETENTION_DAYS", "").strip():
+        values["events_retention_days"] = _int(
+            "EVENTS_RETENTION_DAYS", env["EVENTS_RETENTION_DAYS"], minimum=0, maximum=36500
+        )
     if env.get("PUBLIC_TOPICS", "").strip():
         values["public_topics"] = _list(env["PUBLIC_TOPICS"])
 
@@ -370,5 +393,14 @@ def validate(settings: Settings) -> None:
             "PING_INTERVAL_SECONDS must be a whole number of seconds, at least 1, "
             f"got {settings.ping_interval_seconds:g}"
         )
+    for topic in settings.dapr_topics:
+        if not DAPR_NAME.fullmatch(topic):
+            raise ConfigError(f"DAPR_TOPICS has an invalid topic name: {topic!r}")
+    if not DAPR_NAME.fullmatch(settings.dapr_pubsub_name):
+        raise ConfigError(f"DAPR_PUBSUB_NAME is not a valid name: {settings.dapr_pubsub_name!r}")
+    try:
+        load_mappings(settings.event_mappings)
+    except MappingError as exc:
+        raise ConfigError(f"EVENT_MAPPINGS {exc}") from None
     if settings.unsubscribe_secret and len(settings.unsubscribe_secret.get()) < MIN_SECRET_LENGTH:
         raise ConfigError(f"UNSUBSCRIBE_SECRET must be at least {MIN_SECRET_LENGTH} characters")

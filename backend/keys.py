@@ -17,6 +17,7 @@ from .realtime.limits import SessionLimiter, TokenBucket
 from .realtime.notifier import Notifier
 from .realtime.recovery import Recovery
 from .security import TokenVerifier
+from .services.events import EventIngest
 from .services.notifications import NotificationService
 from .services.users import UserDirectory
 from .shutdown import ShutdownClock
@@ -35,6 +36,7 @@ INBOUND_LIMITER = web.AppKey("inbound_limiter", SessionLimiter)
 CONNECT_BUCKET = web.AppKey("connect_bucket", TokenBucket)
 NOTIFICATIONS = web.AppKey("notifications", NotificationService)
 USERS = web.AppKey("users", UserDirectory)
+EVENTS = web.AppKey("events", EventIngest)
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 # "database unavailable" from requests and socket events: a line per interval, not per request.
 UNAVAILABLE_LOG = web.AppKey("unavailable_log", Throttled)

@@ -104,6 +104,8 @@ class Notification(Base):
     icon: Mapped[str | None] = mapped_column(String(2048))
     action_url: Mapped[str | None] = mapped_column(String(2048))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # who published it: the token's `sub`, or the source of the event it came from (0004)
+    publisher: Mapped[str | None] = mapped_column(String(512))
     # in_app false: kept for email and digests, but neither pushed nor listed.
     in_app: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     read: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
@@ -179,3 +181,32 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     notification_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Event(Base):
+    """An ingested CloudEvent, kept append-only: the audit trail and the exactly-once key.
+
+    The unique (source, event_id) is what makes a redelivered event a duplicate, also when two
+    deliveries race on two processes: the second insert waits for the first one's commit.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("source", "event_id"),
+        Index("ix_events_subject_id", "subject", "id"),
+        Index("ix_events_type_id", "type", "id"),
+        Index("ix_events_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(512))
+    event_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    time: Mapped[datetime | None]
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # "stored" (notifications made) or "dropped" (can never succeed: `reason` says why)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    notification_ids: Mapped[list[int]] = mapped_column(JSON, default=list)

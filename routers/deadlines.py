@@ -12,6 +12,8 @@ from routers.http import Handler, error_response
 
 # Engine.IO reads its own long-polling bodies, under the same deadline (backend/realtime/engine.py).
 SOCKET_IO_PREFIX = "/socket.io/"
+# A handler with this attribute (an async function of the request) answers its own too-large body.
+TOO_LARGE_ATTRIBUTE = "answer_too_large"
 
 
 def body_deadline_middleware(timeout_seconds: float) -> Middleware:
@@ -24,6 +26,12 @@ def body_deadline_middleware(timeout_seconds: float) -> Middleware:
             try:
                 async with asyncio.timeout(timeout_seconds):
                     await request.read()  # kept by aiohttp: the handler's read() returns it
+            except web.HTTPRequestEntityTooLarge:
+                # A route may answer it its own way (Dapr's: 200 DROP, as a 413 is redelivered).
+                too_large = getattr(request.match_info.handler, TOO_LARGE_ATTRIBUTE, None)
+                if too_large is None:
+                    raise
+                return await too_large(request)
             except TimeoutError:
                 response = error_response(
                     408,

@@ -52,6 +52,20 @@ class ServerCollector(Collector):
                 "notify_notifications_created", "notifications stored",
                 value=self.app[keys.NOTIFICATIONS].created_total,
             )  # fmt: skip
+        if keys.EVENTS in self.app:
+            ingest = self.app[keys.EVENTS]
+            events = CounterMetricFamily(
+                "notify_events", "CloudEvents ingested, by outcome", labels=["outcome"]
+            )
+            for outcome in ("stored", "duplicate", "dropped", "retry"):
+                events.add_metric([outcome], ingest.outcomes[outcome])
+            yield events
+            dropped = CounterMetricFamily(
+                "notify_events_dropped", "CloudEvents dropped (DROP), by reason", labels=["reason"]
+            )
+            for reason, count in sorted(ingest.drops.items()):
+                dropped.add_metric([reason], count)
+            yield dropped
         yield GaugeMetricFamily(
             "notify_uptime_seconds", "seconds since start", value=stats["uptime_seconds"]
         )

@@ -21,6 +21,7 @@ TABLES = {
     "email_logs",
     "topic_subscriptions",
     "idempotency_keys",
+    "events",
 }
 
 

@@ -89,6 +89,11 @@ class _Stored:
     pushed: list[tuple[str, dict[str, Any]]]
 
 
+# What `store_in` gives back: the stored notifications (`.created.notifications`, the wire
+# form, ids included) and what to emit once the transaction committed.
+Pending = _Stored
+
+
 def _stored(rows: Sequence[store.StoredNotification], counts: dict[str, int]) -> _Stored:
     payloads = [notification_json(row) for row in rows]
     pushed = [(row.user_id, p) for row, p in zip(rows, payloads, strict=True) if row.in_app]
@@ -160,7 +165,7 @@ class NotificationService:
         self.created_total = 0  # read by /metrics
         # Batches in flight lock their users in id order, so they cannot deadlock, and a user's
         # seqs still follow commit order (a later batch waits on the earlier one's row lock).
-        self._group: GroupCommit[NotificationCreate, _Stored] = GroupCommit(
+        self._group: GroupCommit[tuple[str, NotificationCreate], _Stored] = GroupCommit(
             self._store_batch, concurrency=BATCHES_IN_FLIGHT
         )
 
@@ -168,20 +173,35 @@ class NotificationService:
         self, *, publisher: str, request: NotificationCreate, idempotency_key: str | None = None
     ) -> Created:
         if idempotency_key is None:
-            stored = await self._group.submit(request)
+            stored = await self._group.submit((publisher, request))
         else:
             stored = await self._create_idempotent(
                 publisher=publisher, request=request, idempotency_key=idempotency_key
             )
         if not stored.created.replayed:
-            self.created_total += len(stored.created.notifications)
-            await self._broadcast(stored.pushed, stored.counts)
+            await self.announce(stored)
         return stored.created
 
-    async def _store_batch(self, requests: list[NotificationCreate]) -> list[_Stored]:
+    async def store_in(
+        self, session: AsyncSession, *, publisher: str, request: NotificationCreate
+    ) -> Pending:
+        """Store one request inside the caller's transaction (an ingested event commits its
+        audit row and its notifications together). Nothing is emitted: after the commit, the
+        caller passes the result to `announce`; after a rollback, it drops it."""
+        [rows], counts = await store.store(session, [request], self._after_insert, [publisher])
+        return _stored(rows, counts)
+
+    async def announce(self, pending: Pending) -> None:
+        """Emit what a committed `store_in` (or create) stored: persist first, broadcast second."""
+        self.created_total += len(pending.created.notifications)
+        await self._broadcast(pending.pushed, pending.counts)
+
+    async def _store_batch(self, items: list[tuple[str, NotificationCreate]]) -> list[_Stored]:
         """One transaction for every request in the batch (see batching.GroupCommit)."""
+        publishers = [publisher for publisher, _ in items]
+        requests = [request for _, request in items]
         async with self._sessionmaker.begin() as session:
-            grouped, counts = await store.store(session, requests, self._after_insert)
+            grouped, counts = await store.store(session, requests, self._after_insert, publishers)
         return [_stored(rows, counts) for rows in grouped]
 
     async def _create_idempotent(
@@ -195,7 +215,9 @@ class NotificationService:
                     if replay is not None:
                         return _Stored(replay, {}, [])
                     key_row = await self._claim_key(session, publisher, idempotency_key, digest)
-                    [rows], counts = await store.store(session, [request], self._after_insert)
+                    [rows], counts = await store.store(
+                        session, [request], self._after_insert, [publisher]
+                    )
                     key_row.notification_ids = [row.id for row in rows]
                 return _stored(rows, counts)
             except _KeyTaken:

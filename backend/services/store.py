@@ -40,6 +40,7 @@ class StoredNotification:
     data: dict[str, Any]
     in_app: bool
     created_at: datetime
+    publisher: str | None = None
     read_at: datetime | None = None
 
 
@@ -48,7 +49,9 @@ AfterInsert = Callable[
     Awaitable[Any],
 ]
 
-COLUMNS = ("user_id", "seq", "type", "title", "body", "icon", "action_url", "data", "in_app")
+COLUMNS = (
+    "user_id", "seq", "type", "title", "body", "icon", "action_url", "data", "in_app", "publisher"
+)  # fmt: skip
 SHARED = ("type", "title", "body", "icon", "action_url")  # the same for a request's recipients
 
 # PostgreSQL: one fixed statement whatever the row count (prepared once per connection). What
@@ -59,17 +62,18 @@ PG_INSERT = text(
     """
     WITH inserted AS (
         INSERT INTO notifications
-            (user_id, seq, type, title, body, icon, action_url, data, in_app, read,
+            (user_id, seq, type, title, body, icon, action_url, data, in_app, publisher, read,
              created_at, updated_at)
         SELECT r.user_id, r.seq, q.type, q.title, q.body, q.icon, q.action_url,
-               CAST(q.data AS JSON), r.in_app, false,
+               CAST(q.data AS JSON), r.in_app, q.publisher, false,
                CAST(:now AS TIMESTAMPTZ), CAST(:now AS TIMESTAMPTZ)
         FROM unnest(CAST(:user_id AS TEXT[]), CAST(:seq AS BIGINT[]),
                     CAST(:in_app AS BOOLEAN[]), CAST(:request AS BIGINT[]))
              WITH ORDINALITY AS r(user_id, seq, in_app, request, n)
         JOIN unnest(CAST(:type AS TEXT[]), CAST(:title AS TEXT[]), CAST(:body AS TEXT[]),
-                    CAST(:icon AS TEXT[]), CAST(:action_url AS TEXT[]), CAST(:data AS TEXT[]))
-             WITH ORDINALITY AS q(type, title, body, icon, action_url, data, request)
+                    CAST(:icon AS TEXT[]), CAST(:action_url AS TEXT[]), CAST(:data AS TEXT[]),
+                    CAST(:publisher AS TEXT[]))
+             WITH ORDINALITY AS q(type, title, body, icon, action_url, data, publisher, request)
           ON q.request = r.request
         ORDER BY r.n
         RETURNING id, user_id, seq
@@ -182,6 +186,7 @@ async def insert_rows(
     rows: list[StoredNotification],
     request_of: list[int],
     now: datetime,
+    publishers: Sequence[str | None],
 ) -> None:
     """Insert the rows (row i from request `request_of[i]`, counted from 1) in one statement and
     fill in their ids."""
@@ -191,6 +196,7 @@ async def insert_rows(
             name: [getattr(request, name) for request in requests] for name in SHARED
         }
         params["data"] = [OrjsonModule.dumps(request.data) for request in requests]
+        params["publisher"] = list(publishers)
         params["user_id"] = [row.user_id for row in rows]
         params["seq"] = [row.seq for row in rows]
         params["in_app"] = [row.in_app for row in rows]
@@ -217,10 +223,13 @@ async def insert_rows(
 
 
 async def store(
-    session: AsyncSession, requests: Sequence[NotificationCreate], after_insert: AfterInsert
+    session: AsyncSession,
+    requests: Sequence[NotificationCreate],
+    after_insert: AfterInsert,
+    publishers: Sequence[str | None],
 ) -> tuple[list[list[StoredNotification]], dict[str, int]]:
-    """Insert one notification per recipient of each request. Returns the rows per request and
-    each recipient's unread count after them."""
+    """Insert one notification per recipient of each request (`publishers[i]` published
+    `requests[i]`). Returns the rows per request and each recipient's unread count after them."""
     audiences = [await recipients(session, request) for request in requests]
     wanted = Counter(uid for audience in audiences for uid in audience)
     if not wanted:
@@ -241,8 +250,8 @@ async def store(
     now = utcnow()
     rows: list[StoredNotification] = []
     request_of: list[int] = []
-    for number, (request, audience, shown) in enumerate(
-        zip(requests, audiences, in_app, strict=True), start=1
+    for number, (request, audience, shown, publisher) in enumerate(
+        zip(requests, audiences, in_app, publishers, strict=True), start=1
     ):
         request_of.extend([number] * len(audience))
         for uid, visible in zip(audience, shown, strict=True):
@@ -259,10 +268,11 @@ async def store(
                     data=request.data,
                     in_app=visible,
                     created_at=now,
+                    publisher=publisher,
                 )
             )
             next_seq[uid] += 1
-    await insert_rows(session, requests, rows, request_of, now)
+    await insert_rows(session, requests, rows, request_of, now, publishers)
     emails = {uid: recipient.email for uid, recipient in allocated.items()}
     await after_insert(session, rows, prefs, emails)
     grouped: list[list[StoredNotification]] = []

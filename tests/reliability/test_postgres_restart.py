@@ -5,6 +5,7 @@ email worker says once that the database went away and once that it came back.""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
@@ -217,3 +218,32 @@ async def test_the_email_worker_logs_an_outage_once_when_it_starts_and_once_when
     assert "database unavailable" in messages[0]
     assert "reachable again" in messages[1]
     assert all(r.exc_info is None for r in lines)
+
+
+async def test_an_event_while_the_database_is_down_is_answered_retry_then_stored_once(
+    own_postgres: PostgresServer, running: RunningServer
+) -> None:
+    from ..test_events import task_event
+
+    headers = {
+        **running.auth("taskflow", SCOPE_PUBLISH),
+        "Content-Type": "application/cloudevents+json",
+    }
+    body = json.dumps(task_event("during-outage"))
+    await asyncio.to_thread(own_postgres.halt)
+    try:
+        async with running.http.post(
+            running.url + "/api/v1/events", data=body, headers=headers
+        ) as resp:
+            answer = await resp.json()
+            assert resp.status == 503 and resp.headers["Retry-After"].isdigit()
+            assert answer["status"] == "RETRY"
+    finally:
+        await asyncio.to_thread(own_postgres.resume)
+    for _ in range(2):  # Dapr redelivers; the second delivery is a duplicate
+        async with running.http.post(
+            running.url + "/api/v1/events", data=body, headers=headers
+        ) as resp:
+            assert resp.status == 200 and (await resp.json())["status"] == "SUCCESS"
+    status, page = await running.request("GET", "/api/v1/notifications", sub="alice")
+    assert [n["title"] for n in page["notifications"]] == ["New task: Write report"]

@@ -1,0 +1,1 @@
+"""Events from other services: the CloudEvent model and the event-to-notification mappings."""
