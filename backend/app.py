@@ -28,6 +28,8 @@ from .realtime.maintenance import cleanup_loop, stats_loop
 from .realtime.notifier import Notifier
 from .realtime.recovery import Recovery
 from .realtime.server import create_socket_server
+from .realtime.sse import StreamHub
+from .realtime.tickets import TicketStore
 from .security import TokenVerifier
 from .services.notifications import NotificationService
 from .services.users import UserDirectory
@@ -91,6 +93,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
     app[keys.READY_PROBES]["redis"] = probe
     app[keys.CLUSTER].use_redis(client)
+    app[keys.STREAM_TICKETS].use_redis(client)  # single use across processes
     publisher = asyncio.create_task(app[keys.CLUSTER].run(), name="cluster-stats")
     yield
     publisher.cancel()
@@ -185,6 +188,8 @@ async def shutdown_sockets(app: web.Application) -> None:
     Socket.IO disconnect) tells the official clients to reconnect, with backoff and `last_seq`.
     """
     sio = app[keys.SIO]
+    # Server-Sent Events streams end now: their clients reconnect with Last-Event-ID.
+    app[keys.STREAMS].close_all("server shutting down")
     sockets = list(sio.eio.sockets.values())
     for sock in sockets:
         # wait=False: queue the CLOSE packet without waiting on a writer that may be gone.
@@ -219,6 +224,7 @@ def create_app(settings: Settings) -> web.Application:
         notifications,
         openapi,
         preferences,
+        stream,
         topics,
         unsubscribe,
         websocket_admin,
@@ -265,6 +271,15 @@ def create_app(settings: Settings) -> web.Application:
 
     app[keys.CLUSTER] = ClusterStats(local=local_stats, process_id=process_id)
     app[keys.NOTIFIER] = Notifier(sio)
+    app[keys.STREAMS] = StreamHub(
+        sio=sio,
+        connections=connections,
+        control=control,
+        max_per_user=settings.sse_max_streams_per_user,
+        max_queued=settings.sse_max_queued_events,
+        heartbeat_seconds=settings.sse_heartbeat_seconds,
+    )
+    app[keys.STREAM_TICKETS] = TicketStore(ttl_seconds=settings.sse_ticket_ttl_seconds)
     sio.register_namespace(NotificationNamespace(app))
     if settings.admin_ui_username and settings.admin_ui_password:
         # The official Socket.IO Admin UI (https://admin.socket.io), never without credentials.
@@ -286,6 +301,7 @@ def create_app(settings: Settings) -> web.Application:
 
     route_sets = [
         notifications.api,
+        stream.api,
         preferences.api,
         topics.api,
         websocket_admin.api,
