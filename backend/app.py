@@ -283,13 +283,24 @@ def create_app(settings: Settings) -> web.Application:
     sio.register_namespace(NotificationNamespace(app))
     if settings.admin_ui_username and settings.admin_ui_password:
         # The official Socket.IO Admin UI (https://admin.socket.io), never without credentials.
-        sio.instrument(
+        admin = sio.instrument(
             auth={
                 "username": settings.admin_ui_username,
                 "password": settings.admin_ui_password.get(),
             },
             read_only=True,
         )
+        serialize = admin.serialize_socket
+
+        def serialize_socket(sid: str, namespace: str, eio_sid: str | None = None) -> Any:
+            if sid not in control.streams:
+                return serialize(sid, namespace, eio_sid)
+            # A Server-Sent Events stream has no Engine.IO socket to describe.
+            rooms = sio.manager.get_rooms(sid, namespace)
+            return {"id": sid, "clientId": sid, "transport": "sse", "nsp": namespace,
+                    "data": {}, "handshake": {}, "rooms": rooms}  # fmt: skip
+
+        admin.serialize_socket = serialize_socket
     sio.attach(app, socketio_path="socket.io")
 
     app.cleanup_ctx.append(database_ctx)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from backend.config import Secret
 from backend.realtime.sse import SseStream
 from backend.security import SCOPE_ADMIN
 
@@ -234,3 +235,24 @@ async def test_curl_reads_the_stream(server: RunningServer) -> None:
     finally:
         process.kill()
         await process.wait()
+
+
+async def test_the_admin_ui_lists_sockets_while_a_stream_is_open(
+    make_server: MakeServer, readers: list[SseReader]
+) -> None:
+    import socketio
+
+    server = await make_server(admin_ui_username="admin", admin_ui_password=Secret("pw"))
+    await stream_of(server, "alice", readers)
+    admin = socketio.AsyncClient(reconnection=False)
+    listed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    admin.on("all_sockets", lambda sockets: listed.set_result(sockets), namespace="/admin")
+    try:
+        await admin.connect(
+            server.url, namespaces=["/admin"], auth={"username": "admin", "password": "pw"},
+            transports=["websocket"], wait_timeout=10,
+        )  # fmt: skip
+        sockets = await asyncio.wait_for(listed, 10)
+    finally:
+        await admin.disconnect()
+    assert [s["transport"] for s in sockets if s["nsp"] == "/"] == ["sse"]
