@@ -30,6 +30,8 @@ from .realtime.maintenance import cleanup_loop, stats_loop
 from .realtime.notifier import Notifier
 from .realtime.recovery import Recovery
 from .realtime.server import create_socket_server
+from .realtime.sse import StreamHub
+from .realtime.tickets import TicketStore
 from .security import TokenVerifier
 from .services.events import EventIngest
 from .services.notifications import NotificationService
@@ -101,6 +103,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
     app[keys.READY_PROBES]["redis"] = probe
     app[keys.CLUSTER].use_redis(client)
+    app[keys.STREAM_TICKETS].use_redis(client)  # single use across processes
     publisher = asyncio.create_task(app[keys.CLUSTER].run(), name="cluster-stats")
     yield
     publisher.cancel()
@@ -218,6 +221,8 @@ async def shutdown_sockets(app: web.Application) -> None:
     takes as final), so every official client reconnects, with backoff and `last_seq`.
     """
     sio = app[keys.SIO]
+    # Server-Sent Events streams end now: their clients reconnect with Last-Event-ID.
+    app[keys.STREAMS].close_all("server shutting down")
     sockets = list(sio.eio.sockets.values())
     for sock in sockets:
         await end_for_reconnect(sock)
@@ -252,6 +257,7 @@ def create_app(settings: Settings) -> web.Application:
         notifications,
         openapi,
         preferences,
+        stream,
         topics,
         unsubscribe,
         websocket_admin,
@@ -298,16 +304,36 @@ def create_app(settings: Settings) -> web.Application:
 
     app[keys.CLUSTER] = ClusterStats(local=local_stats, process_id=process_id)
     app[keys.NOTIFIER] = Notifier(sio)
+    app[keys.STREAMS] = StreamHub(
+        sio=sio,
+        connections=connections,
+        control=control,
+        max_per_user=settings.sse_max_streams_per_user,
+        max_queued=settings.sse_max_queued_events,
+        heartbeat_seconds=settings.sse_heartbeat_seconds,
+    )
+    app[keys.STREAM_TICKETS] = TicketStore(ttl_seconds=settings.sse_ticket_ttl_seconds)
     sio.register_namespace(NotificationNamespace(app))
     if settings.admin_ui_username and settings.admin_ui_password:
         # The official Socket.IO Admin UI (https://admin.socket.io), never without credentials.
-        sio.instrument(
+        admin = sio.instrument(
             auth={
                 "username": settings.admin_ui_username,
                 "password": settings.admin_ui_password.get(),
             },
             read_only=True,
         )
+        serialize = admin.serialize_socket
+
+        def serialize_socket(sid: str, namespace: str, eio_sid: str | None = None) -> Any:
+            if sid not in control.streams:
+                return serialize(sid, namespace, eio_sid)
+            # A Server-Sent Events stream has no Engine.IO socket to describe.
+            rooms = sio.manager.get_rooms(sid, namespace)
+            return {"id": sid, "clientId": sid, "transport": "sse", "nsp": namespace,
+                    "data": {}, "handshake": {}, "rooms": rooms}  # fmt: skip
+
+        admin.serialize_socket = serialize_socket
     sio.attach(app, socketio_path="socket.io")
 
     app.cleanup_ctx.append(database_ctx)
@@ -319,6 +345,7 @@ def create_app(settings: Settings) -> web.Application:
 
     route_sets = [
         notifications.api,
+        stream.api,
         preferences.api,
         topics.api,
         websocket_admin.api,

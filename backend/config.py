@@ -102,6 +102,12 @@ class Settings:
     public_topics: tuple[str, ...] = ()
     recovery_max_notifications: int = 1000
     recovery_page_size: int = 100
+    # Server-Sent Events (GET /api/v1/notifications/stream)
+    sse_heartbeat_seconds: float = 30.0
+    sse_max_streams_per_user: int = 3
+    sse_ticket_ttl_seconds: float = 30.0
+    # events waiting for a stream's reader; a reader this far behind is dropped, not buffered
+    sse_max_queued_events: int = 1000
     admin_ui_username: str | None = None
     admin_ui_password: Secret | None = None
     # email
@@ -194,6 +200,8 @@ _INT_SETTINGS = {
     "RECOVERY_PAGE_SIZE": "recovery_page_size",
     "EMAIL_MAX_ATTEMPTS": "email_max_attempts",
     "MAX_MALFORMED_PACKETS": "max_malformed_packets",
+    "SSE_MAX_STREAMS_PER_USER": "sse_max_streams_per_user",
+    "SSE_MAX_QUEUED_EVENTS": "sse_max_queued_events",
 }
 _FLOAT_SETTINGS = {
     "EVENT_RATE_PER_SECOND": "event_rate_per_second",
@@ -213,6 +221,8 @@ _FLOAT_SETTINGS = {
     "CONNECT_TIMEOUT_SECONDS": "connect_timeout_seconds",
     "REQUEST_HEADER_TIMEOUT_SECONDS": "request_header_timeout_seconds",
     "REQUEST_BODY_TIMEOUT_SECONDS": "request_body_timeout_seconds",
+    "SSE_HEARTBEAT_SECONDS": "sse_heartbeat_seconds",
+    "SSE_TICKET_TTL_SECONDS": "sse_ticket_ttl_seconds",
 }
 _BOOL_SETTINGS = {
     "AUTO_MIGRATE": "auto_migrate",
@@ -404,3 +414,9 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"EVENT_MAPPINGS {exc}") from None
     if settings.unsubscribe_secret and len(settings.unsubscribe_secret.get()) < MIN_SECRET_LENGTH:
         raise ConfigError(f"UNSUBSCRIBE_SECRET must be at least {MIN_SECRET_LENGTH} characters")
+    if settings.sse_heartbeat_seconds >= settings.stale_timeout_seconds:
+        # each ping counts as the stream's heartbeat: a live stream must never look stale
+        raise ConfigError("SSE_HEARTBEAT_SECONDS must be less than STALE_TIMEOUT_SECONDS")
+    if settings.sse_max_queued_events < settings.recovery_page_size:
+        # a recovery page is queued in one piece before the reader gets to it
+        raise ConfigError("SSE_MAX_QUEUED_EVENTS must be at least RECOVERY_PAGE_SIZE")

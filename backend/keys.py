@@ -16,6 +16,8 @@ from .realtime.delivery import DeliveryControl
 from .realtime.limits import SessionLimiter, TokenBucket
 from .realtime.notifier import Notifier
 from .realtime.recovery import Recovery
+from .realtime.sse import StreamHub
+from .realtime.tickets import TicketStore
 from .security import TokenVerifier
 from .services.events import EventIngest
 from .services.notifications import NotificationService
@@ -38,6 +40,8 @@ NOTIFICATIONS = web.AppKey("notifications", NotificationService)
 USERS = web.AppKey("users", UserDirectory)
 EVENTS = web.AppKey("events", EventIngest)
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
+STREAMS = web.AppKey("streams", StreamHub)
+STREAM_TICKETS = web.AppKey("stream_tickets", TicketStore)
 # "database unavailable" from requests and socket events: a line per interval, not per request.
 UNAVAILABLE_LOG = web.AppKey("unavailable_log", Throttled)
 # name -> probe returning "ok" or the reason it is not; /health/ready runs them all.

@@ -196,6 +196,8 @@ class Operation:
     errors: Mapping[int, str] = field(default_factory=dict)
     # the success answer may be an HTML page (for browsers) besides JSON
     html: bool = False
+    # the success answer is an endless text/event-stream (Server-Sent Events)
+    event_stream: bool = False
 
 
 @dataclass

@@ -72,6 +72,9 @@ def _success(op: Operation) -> dict[str, Any]:
         content["application/json"] = {"schema": {"$ref": REF.format(model=op.response.__name__)}}
     if op.html:
         content["text/html"] = {"schema": {"type": "string"}}
+    if op.event_stream:
+        success["description"] = "an endless stream of Server-Sent Events"
+        content["text/event-stream"] = {"schema": {"type": "string"}}
     if content:
         success["content"] = content
     return success

@@ -56,6 +56,17 @@ def test_a_configured_secret_turns_dev_mode_off(tmp_path: Path) -> None:
         ),
         ({"JWT_SECRET": "x" * 40, "REDIS_URL": "http://x"}, "REDIS_URL must start with"),
         ({"JWT_SECRET": "x" * 40, "CORS_ALLOWED_ORIGINS": "evil"}, "invalid origin"),
+        ({"JWT_SECRET": "x" * 40, "SSE_HEARTBEAT_SECONDS": "0"}, "must be positive"),
+        (
+            {"JWT_SECRET": "x" * 40, "SSE_HEARTBEAT_SECONDS": "300"},
+            "SSE_HEARTBEAT_SECONDS must be less than STALE_TIMEOUT_SECONDS",
+        ),
+        ({"JWT_SECRET": "x" * 40, "SSE_MAX_STREAMS_PER_USER": "0"}, "must be between 1"),
+        ({"JWT_SECRET": "x" * 40, "SSE_TICKET_TTL_SECONDS": "-1"}, "must be positive"),
+        (
+            {"JWT_SECRET": "x" * 40, "SSE_MAX_QUEUED_EVENTS": "10"},
+            "SSE_MAX_QUEUED_EVENTS must be at least RECOVERY_PAGE_SIZE",
+        ),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_reason(

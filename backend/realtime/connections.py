@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Clock = Callable[[], float]
+SSE = "sse"  # the transport of a Server-Sent Events stream
 
 
 @dataclass(slots=True)
@@ -89,12 +90,17 @@ class ConnectionManager:
         Counting and registering with no await in between is what makes the cap hold however
         many connects of one user interleave: each one sees every other that came before it.
         """
-        self.connect(sid, user_id, **details).live = False
-        sids = self._by_user[user_id]
+        connection = self.connect(sid, user_id, **details)
+        connection.live = False
+        # Sockets and Server-Sent Events streams have caps of their own: neither displaces the
+        # other.
+        sse = connection.transport == SSE
+        sids = {s for s in self._by_user[user_id] if (self._connections[s].transport == SSE) == sse}
         displaced: list[ClientConnection] = []
         while len(sids) > limit:
             oldest = min((self._connections[s] for s in sids), key=lambda c: c.order)
             self.disconnect(oldest.sid)
+            sids.discard(oldest.sid)
             displaced.append(oldest)
         return displaced
 

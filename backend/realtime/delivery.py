@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import socketio
@@ -21,6 +21,13 @@ from .fast import text_frame, write_now
 from .limits import TokenBucket
 
 NOTIFICATION = "notification"
+
+
+class StreamSink(Protocol):
+    """A session with no Engine.IO socket (a Server-Sent Events stream): delivery hands it the
+    (event, data) pairs that passed the hold and the outbound bucket, in order."""
+
+    def send(self, messages: list[tuple[str, Any]]) -> None: ...
 
 
 class DeliveryControl:
@@ -38,6 +45,8 @@ class DeliveryControl:
         self.last_unread: dict[str, Any] = {}
         self.events_out = 0
         self.direct_writes = 0  # writes straight to a socket (fast.write_now), one per session
+        # sid -> the stream that takes that session's deliveries instead of a socket (sse.py)
+        self.streams: dict[str, StreamSink] = {}
 
     def hold(self, sid: str) -> None:
         self.holding.setdefault(sid, [])
@@ -176,11 +185,12 @@ class DeliveryMixin(socketio.AsyncManager):
             return  # nobody here: the common case of a user with no open session
         encoded: list[_Encoded | None] = [None] * len(messages)
         sockets = self.server.eio.sockets
+        streams = control.streams
         sent = 0
         for sid, eio_sid in list(self.get_participants(namespace, room)):
             if sid in skip:
                 continue
-            chosen: list[_Encoded] = []
+            picked: list[int] = []
             for index, (event, data) in enumerate(messages):
                 if event == NOTIFICATION and room != sid:
                     held = control.holding.get(sid)
@@ -190,13 +200,21 @@ class DeliveryMixin(socketio.AsyncManager):
                     if not control.admit(sid):
                         self._coalesce(sid, namespace, room)
                         continue
+                picked.append(index)
+            if not picked:
+                continue
+            sent += len(picked)
+            stream = streams.get(sid) if streams else None
+            if stream is not None:  # the same holds and buckets; its own writer
+                stream.send([messages[index] for index in picked])
+                continue
+            chosen: list[_Encoded] = []
+            for index in picked:
                 message = encoded[index]
                 if message is None:
+                    event, data = messages[index]
                     message = encoded[index] = _Encoded(event, data, namespace)
                 chosen.append(message)
-            if not chosen:
-                continue
-            sent += len(chosen)
             if all(message.frame for message in chosen):
                 frame = b"".join(message.frame for message in chosen)
                 if write_now(sockets.get(eio_sid), frame):

@@ -18,8 +18,13 @@ async def cleanup_stale(
 ) -> list[str]:
     """Really disconnect every session silent for longer than the timeout; return their sids."""
     stale = [connection.sid for connection in connections.stale_sessions(timeout_seconds)]
+    streams = sio.manager.delivery.streams
     for sid in stale:
-        await sio.disconnect(sid)
+        stream = streams.get(sid)
+        if stream is not None:  # a Server-Sent Events stream: ended by its own writer
+            stream.close("stale")
+        else:
+            await sio.disconnect(sid)
         connections.disconnect(sid)  # also when the transport was already gone
     if stale:
         log.info("cleaned %d stale sessions", len(stale))

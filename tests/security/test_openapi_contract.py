@@ -120,7 +120,11 @@ def api_schema(api_url: str) -> Any:
     return schemathesis.openapi.from_url(api_url + "/api/v1/openapi.json", config=config)
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+# The SSE stream answers 200 and never ends, so no generated case could read its answer to the
+# end: it is left out of the generated run; tests/test_sse.py pins its 200 text/event-stream,
+# 401 and 422 answers, and test_the_event_stream_is_documented_as_such below its document.
+STREAM_PATH = "/api/v1/notifications/stream"
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(path=STREAM_PATH)
 
 
 @schema.parametrize()
@@ -210,3 +214,12 @@ async def test_every_operation_documents_its_errors_with_the_error_body(
     assert "403" in put_topic
     header = doc["paths"]["/api/v1/notifications"]["post"]["parameters"][0]
     assert (header["name"], header["in"]) == ("Idempotency-Key", "header")
+
+
+async def test_the_event_stream_is_documented_as_such(server: RunningServer) -> None:
+    _, doc = await server.request("GET", "/api/v1/openapi.json")
+    operation = doc["paths"][STREAM_PATH]["get"]
+    assert list(operation["responses"]["200"]["content"]) == ["text/event-stream"]
+    names = {(p["in"], p["name"]) for p in operation["parameters"]}
+    assert names == {("query", "ticket"), ("query", "last_event_id"), ("header", "Last-Event-ID")}
+    assert {"401", "422"} <= set(operation["responses"])
