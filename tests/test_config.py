@@ -56,6 +56,7 @@ def test_a_configured_secret_turns_dev_mode_off(tmp_path: Path) -> None:
         ),
         ({"JWT_SECRET": "x" * 40, "REDIS_URL": "http://x"}, "REDIS_URL must start with"),
         ({"JWT_SECRET": "x" * 40, "CORS_ALLOWED_ORIGINS": "evil"}, "invalid origin"),
+        ({"JWT_SECRET": "x" * 40, "CLUSTER_TTL_SECONDS": "0"}, "CLUSTER_TTL_SECONDS must be"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_reason(
