@@ -95,7 +95,7 @@ class Cluster:
     # -- the mirror (called synchronously by ConnectionManager) -----------------------------
 
     def _queue(self, script: str, *args: Any, future: asyncio.Future[Any] | None = None) -> None:
-        if self._failing or self._resync_due:
+        if self._resync_due:
             if future is not None:
                 future.set_result([])  # the resync will write it; the local cap holds meanwhile
             return
@@ -133,7 +133,7 @@ class Cluster:
         try:
             async with asyncio.timeout(ADMIT_WAIT_SECONDS):
                 flat = await asyncio.shield(future)
-        except Exception:
+        except TimeoutError:
             return []
         return _pairs(flat)
 
@@ -151,8 +151,7 @@ class Cluster:
             await asyncio.gather(writer, return_exceptions=True)
 
     async def _beat(self) -> None:
-        if self._resync_due or self._failing:
-            self._resync_due = True
+        if self._resync_due:
             self._wake.set()
             return
         touched, self._state.touched = self._state.touched, {}
@@ -160,10 +159,7 @@ class Cluster:
         future = asyncio.get_running_loop().create_future()
         ttl_ms = int(self.ttl_seconds * 1000)
         self._queue("HEARTBEAT", self.process_id, ttl_ms, self._counters(), *pairs, future=future)
-        try:
-            result = await future
-        except Exception:
-            return
+        result = await future
         if not result:
             return
         known, evicted = result
@@ -185,25 +181,26 @@ class Cluster:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._state.ops or (self._resync_due and not self._failing):
+            while self._state.ops or self._resync_due:
                 await self._flush()
-            if self._failing and self._resync_due:
-                await self._flush()  # once per beat while Redis is away
+                if self._failing:
+                    break  # the next beat tries again
 
     async def _flush(self) -> None:
         assert self._redis is not None
         resync = self._resync_due
         ops, self._state.ops = self._state.ops, []
-        pipe = self._redis.pipeline(transaction=False)
         if resync:
             for op in ops:  # the snapshot below holds what they would have written
                 if op.future is not None and not op.future.done():
                     op.future.set_result([])
             ops = self._resync_ops()
-        for op in ops:
-            await self._scripts[op.script](args=op.args, client=pipe)
+            self._resync_due = False  # changes from now on are queued after the snapshot
         try:
-            results = await pipe.execute()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for op in ops:
+                    await self._scripts[op.script](args=op.args, client=pipe)
+                results = await pipe.execute()
         except Exception as exc:
             if not self._failing:
                 log.warning(
@@ -212,12 +209,11 @@ class Cluster:
                     f"{type(exc).__name__}: {exc}"[:200],
                 )
             self._failing = self._resync_due = True
-            for op in ops:
+            for op in ops:  # a connect goes on with the local cap
                 if op.future is not None and not op.future.done():
-                    op.future.set_exception(exc)
+                    op.future.set_result([])
             return
         if resync:
-            self._resync_due = False
             if self._failing:
                 log.warning("cluster view restored: this process's sessions written to Redis")
             self._failing = False

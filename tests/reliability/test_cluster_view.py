@@ -113,7 +113,7 @@ async def test_a_killed_process_leaves_the_view_by_itself(
     port = free_port()
     env = server_env(
         tmp_path, port, DATABASE_URL=database_url, REDIS_URL=own_redis.url,
-        CLUSTER_TTL_SECONDS="2", EMAIL_WORKER_ENABLED="false",
+        CLUSTER_TTL_SECONDS="3", EMAIL_WORKER_ENABLED="false",
     )  # fmt: skip
     doomed = start_server(env)
     clients: list[socketio.AsyncClient] = []
@@ -127,9 +127,13 @@ async def test_a_killed_process_leaves_the_view_by_itself(
                 transports=["websocket"], wait_timeout=10,
             )  # fmt: skip
         await a.connect("alice")
-        stats = await stats_of(a)
-        assert stats["connections"] == 3 and stats["online_users"] == 2
-        assert len(stats["processes"]) == 2
+
+        async def all_there() -> bool:
+            stats = await stats_of(a)
+            return stats["connections"] == 3 and len(stats["processes"]) == 2
+
+        await eventually(all_there, timeout=5)
+        assert (await stats_of(a))["online_users"] == 2
 
         doomed.process.send_signal(signal.SIGKILL)  # no cleanup of its own runs
         await asyncio.to_thread(doomed.process.wait, 20)
@@ -138,7 +142,7 @@ async def test_a_killed_process_leaves_the_view_by_itself(
             stats = await stats_of(a)
             return stats["connections"] == 1 and stats["processes"] == [stats["process"]]
 
-        await eventually(gone, timeout=10)  # the TTL is 2 s
+        await eventually(gone, timeout=15)  # the TTL is 3 s
         stats = await stats_of(a)
         assert stats["online_users"] == 1 and stats["rooms"] == {"user:alice": 1}
         status, carols = await a.request("GET", STATUS, sub="carol")
