@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -21,7 +20,7 @@ from .db import create_engine, create_sessionmaker, is_unavailable
 from .email.worker import EmailWorker
 from .events.mappings import load_mappings
 from .logs import Throttled, install_client_error_filter
-from .realtime.cluster import ClusterStats
+from .realtime.cluster import Cluster
 from .realtime.connections import ConnectionManager
 from .realtime.delivery import DeliveryControl
 from .realtime.engine import end_for_reconnect
@@ -102,14 +101,14 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         return "ok"
 
     app[keys.READY_PROBES]["redis"] = probe
-    app[keys.CLUSTER].use_redis(client)
+    cluster = app[keys.CLUSTER]
+    cluster.use_redis(client)
     app[keys.STREAM_TICKETS].use_redis(client)  # single use across processes
-    publisher = asyncio.create_task(app[keys.CLUSTER].run(), name="cluster-stats")
+    view = asyncio.create_task(cluster.run(), name="cluster-view")
     yield
-    publisher.cancel()
-    await asyncio.gather(publisher, return_exceptions=True)
-    with contextlib.suppress(Exception):  # Redis may be the thing that is down
-        await app[keys.CLUSTER].withdraw()
+    view.cancel()
+    await asyncio.gather(view, return_exceptions=True)
+    await cluster.leave()
     await client.aclose()
 
 
@@ -300,9 +299,15 @@ def create_app(settings: Settings) -> web.Application:
     process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
     def local_stats() -> dict[str, Any]:
-        return {**connections.stats(), "events_out": control.events_out}
+        return {**connections.stats(), "events_out": control.events_out, "process": process_id}
 
-    app[keys.CLUSTER] = ClusterStats(local=local_stats, process_id=process_id)
+    cluster = app[keys.CLUSTER] = Cluster(
+        connections=connections,
+        process_id=process_id,
+        local=local_stats,
+        ttl_seconds=settings.cluster_ttl_seconds,
+        max_per_user=settings.max_connections_per_user,
+    )
     app[keys.NOTIFIER] = Notifier(sio)
     app[keys.STREAMS] = StreamHub(
         sio=sio,
@@ -313,7 +318,9 @@ def create_app(settings: Settings) -> web.Application:
         heartbeat_seconds=settings.sse_heartbeat_seconds,
     )
     app[keys.STREAM_TICKETS] = TicketStore(ttl_seconds=settings.sse_ticket_ttl_seconds)
-    sio.register_namespace(NotificationNamespace(app))
+    namespace = NotificationNamespace(app)
+    cluster.on_evicted = namespace.evicted
+    sio.register_namespace(namespace)
     if settings.admin_ui_username and settings.admin_ui_password:
         # The official Socket.IO Admin UI (https://admin.socket.io), never without credentials.
         admin = sio.instrument(

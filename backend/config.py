@@ -97,6 +97,8 @@ class Settings:
     # from a request's headers to its complete body
     request_body_timeout_seconds: float = 30.0
     stale_timeout_seconds: float = 300.0
+    # with Redis: a process that stops beating (every fifth of this) leaves the cluster view
+    cluster_ttl_seconds: float = 10.0
     cleanup_interval_seconds: float = 60.0
     stats_interval_seconds: float = 300.0
     public_topics: tuple[str, ...] = ()
@@ -207,6 +209,7 @@ _FLOAT_SETTINGS = {
     "EVENT_RATE_PER_SECOND": "event_rate_per_second",
     "OUTBOUND_RATE_PER_SECOND": "outbound_rate_per_second",
     "STALE_TIMEOUT_SECONDS": "stale_timeout_seconds",
+    "CLUSTER_TTL_SECONDS": "cluster_ttl_seconds",
     "PING_INTERVAL_SECONDS": "ping_interval_seconds",
     "PING_TIMEOUT_SECONDS": "ping_timeout_seconds",
     "CLEANUP_INTERVAL_SECONDS": "cleanup_interval_seconds",

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import Settings
 from .logs import Throttled
-from .realtime.cluster import ClusterStats
+from .realtime.cluster import Cluster
 from .realtime.connections import ConnectionManager
 from .realtime.delivery import DeliveryControl
 from .realtime.limits import SessionLimiter, TokenBucket
@@ -31,7 +31,7 @@ VERIFIER = web.AppKey("verifier", TokenVerifier)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 CONNECTIONS = web.AppKey("connections", ConnectionManager)
 NOTIFIER = web.AppKey("notifier", Notifier)
-CLUSTER = web.AppKey("cluster", ClusterStats)
+CLUSTER = web.AppKey("cluster", Cluster)
 DELIVERY = web.AppKey("delivery", DeliveryControl)
 RECOVERY = web.AppKey("recovery", Recovery)
 INBOUND_LIMITER = web.AppKey("inbound_limiter", SessionLimiter)

@@ -24,6 +24,7 @@ from backend.services.topics import authorize_room
 
 log = logging.getLogger(__name__)
 DB_UNAVAILABLE = "database unavailable"
+CAP = "cap"  # why the cluster view evicted a session: over the user's cap
 
 
 def error(code: str, message: str) -> dict[str, Any]:
@@ -87,6 +88,12 @@ class NotificationNamespace(socketio.AsyncNamespace):
         for old in displaced:
             self._displace(old)
         try:
+            # Across processes (Redis): the user's oldest sessions anywhere over the cap.
+            for other, process in await app[keys.CLUSTER].admission(sid):
+                if process == app[keys.CLUSTER].process_id:
+                    await self.evicted(other, CAP)
+                else:
+                    self.server.start_background_task(self._drop, other)
             try:
                 await app[keys.USERS].remember(claims.sub, claims.email, claims.name)
             except Exception as exc:
@@ -131,10 +138,23 @@ class NotificationNamespace(socketio.AsyncNamespace):
         self.server.start_background_task(self._drop, old.sid)
 
     async def _drop(self, sid: str) -> None:
-        """The oldest session of a user over the limit: tell it why, then close it."""
+        """The oldest session of a user over the limit: tell it why, then close it. A session
+        on another process is reached through the manager's pub/sub, like any emit."""
         reason = "too many connections for this user; the oldest session was closed"
         await self.emit("session_closed", {"reason": reason}, to=sid)
         await self.server.disconnect(sid)
+
+    async def evicted(self, sid: str, reason: str) -> None:
+        """Another process took this process's session out of the cluster view: over the user's
+        cap (`cap`) or stale (`stale`). Also the way it arrives when pub/sub missed it, or when
+        the session was still connecting (python-socketio ignores a remote disconnect then)."""
+        connection = self.app[keys.CONNECTIONS].disconnect(sid)
+        if connection is None:
+            return
+        if reason == CAP:
+            self._displace(connection)  # one still connecting refuses itself
+        elif connection.live:
+            self.server.start_background_task(self.server.disconnect, sid)
 
     async def _recover_on_connect(self, sid: str, user_id: str, last_seq: int) -> None:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -62,26 +62,17 @@ class CleanupResult(BaseModel):
     "GET", "/notifications/websocket/status", response=WebsocketStatus, status=200, tags=TAGS
 )
 async def status(request: web.Request) -> web.Response:
-    """The caller's own real-time status: online, connection count, sessions."""
+    """The caller's own real-time status across the cluster: online, connection count, sessions."""
     claims = authenticate(request)
-    sessions = request.app[keys.CONNECTIONS].user_sessions(claims.sub)
+    sessions = await request.app[keys.CLUSTER].user_sessions(claims.sub)
     return web.json_response(
         {
             "user_id": claims.sub,
             "online": bool(sessions),
             "connections": len(sessions),
-            "sessions": [session.as_dict() for session in sessions],
+            "sessions": sessions,
         }
     )
-
-
-def process_stats(app: web.Application) -> dict[str, Any]:
-    stats = app[keys.CONNECTIONS].stats()
-    stats["events_out"] = app[keys.DELIVERY].events_out
-    stats["process"] = (
-        app[keys.SIO].manager.host_id if hasattr(app[keys.SIO].manager, "host_id") else "local"
-    )
-    return stats
 
 
 @api.route(
@@ -91,7 +82,7 @@ def process_stats(app: web.Application) -> dict[str, Any]:
 async def stats(request: web.Request) -> web.Response:
     """Cluster-wide: connections, online users, rooms, transports, events, uptime, processes."""
     authenticate(request, SCOPE_ADMIN)
-    return web.json_response(await request.app[keys.CLUSTER].collect())
+    return web.json_response(await request.app[keys.CLUSTER].stats())
 
 
 @api.route(
@@ -99,10 +90,11 @@ async def stats(request: web.Request) -> web.Response:
     status=200, scope=SCOPE_ADMIN, tags=TAGS,
 )  # fmt: skip
 async def cleanup(request: web.Request) -> web.Response:
-    """Disconnect the sessions silent for longer than timeout_seconds."""
+    """Disconnect the sessions silent for longer than timeout_seconds, on every process."""
     authenticate(request, SCOPE_ADMIN)
     query = parse_query(request, CleanupQuery)
+    app = request.app
     sids = await cleanup_stale(
-        request.app[keys.SIO], request.app[keys.CONNECTIONS], query.timeout_seconds
+        app[keys.SIO], app[keys.CONNECTIONS], query.timeout_seconds, app[keys.CLUSTER]
     )
     return web.json_response({"cleaned": len(sids), "sids": sids})

@@ -67,6 +67,7 @@ def test_a_configured_secret_turns_dev_mode_off(tmp_path: Path) -> None:
             {"JWT_SECRET": "x" * 40, "SSE_MAX_QUEUED_EVENTS": "10"},
             "SSE_MAX_QUEUED_EVENTS must be at least RECOVERY_PAGE_SIZE",
         ),
+        ({"JWT_SECRET": "x" * 40, "CLUSTER_TTL_SECONDS": "0"}, "CLUSTER_TTL_SECONDS must be"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_reason(

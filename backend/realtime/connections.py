@@ -6,10 +6,19 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 Clock = Callable[[], float]
 SSE = "sse"  # the transport of a Server-Sent Events stream
+
+
+class Mirror(Protocol):
+    """Told of every change, synchronously and in order (the cluster view in Redis)."""
+
+    def added(self, connection: ClientConnection) -> None: ...
+    def removed(self, connection: ClientConnection) -> None: ...
+    def changed(self, connection: ClientConnection) -> None: ...
+    def touched(self, connection: ClientConnection) -> None: ...
 
 
 @dataclass(slots=True)
@@ -54,8 +63,25 @@ class ConnectionManager:
         self.events_in = 0
         self.events_out = 0
         self.total_connections = 0
+        self.mirror: Mirror | None = None
 
     def connect(
+        self,
+        sid: str,
+        user_id: str,
+        *,
+        transport: str = "polling",
+        remote_address: str | None = None,
+        user_agent: str | None = None,
+    ) -> ClientConnection:
+        connection = self._register(
+            sid, user_id, transport=transport, remote_address=remote_address, user_agent=user_agent
+        )
+        if self.mirror is not None:
+            self.mirror.added(connection)
+        return connection
+
+    def _register(
         self,
         sid: str,
         user_id: str,
@@ -78,7 +104,9 @@ class ConnectionManager:
         connection.order = self.total_connections
         self._connections[sid] = connection
         self._by_user.setdefault(user_id, set()).add(sid)
-        self.join(sid, f"user:{user_id}")
+        room = f"user:{user_id}"
+        connection.rooms.add(room)
+        self._rooms.setdefault(room, set()).add(sid)
         return connection
 
     def admit(
@@ -90,7 +118,7 @@ class ConnectionManager:
         Counting and registering with no await in between is what makes the cap hold however
         many connects of one user interleave: each one sees every other that came before it.
         """
-        connection = self.connect(sid, user_id, **details)
+        connection = self._register(sid, user_id, **details)
         connection.live = False
         # Sockets and Server-Sent Events streams have caps of their own: neither displaces the
         # other.
@@ -102,6 +130,9 @@ class ConnectionManager:
             self.disconnect(oldest.sid)
             sids.discard(oldest.sid)
             displaced.append(oldest)
+        # After the local trim, so the cluster's cap never counts what this process dropped.
+        if self.mirror is not None:
+            self.mirror.added(connection)
         return displaced
 
     def disconnect(self, sid: str) -> ClientConnection | None:
@@ -119,6 +150,8 @@ class ConnectionManager:
             sids.discard(sid)
             if not sids:
                 del self._by_user[connection.user_id]
+        if self.mirror is not None:
+            self.mirror.removed(connection)
         return connection
 
     def get(self, sid: str) -> ClientConnection | None:
@@ -126,14 +159,16 @@ class ConnectionManager:
 
     def join(self, sid: str, room: str) -> None:
         connection = self._connections.get(sid)
-        if connection is None:
+        if connection is None or room in connection.rooms:
             return
         connection.rooms.add(room)
         self._rooms.setdefault(room, set()).add(sid)
+        if self.mirror is not None:
+            self.mirror.changed(connection)
 
     def leave(self, sid: str, room: str) -> None:
         connection = self._connections.get(sid)
-        if connection is None:
+        if connection is None or room not in connection.rooms:
             return
         connection.rooms.discard(room)
         members = self._rooms.get(room)
@@ -141,18 +176,24 @@ class ConnectionManager:
             members.discard(sid)
             if not members:
                 del self._rooms[room]
+        if self.mirror is not None:
+            self.mirror.changed(connection)
 
     def heartbeat(self, sid: str) -> float | None:
         connection = self._connections.get(sid)
         if connection is None:
             return None
         connection.last_heartbeat = self._clock()
+        if self.mirror is not None:
+            self.mirror.touched(connection)
         return connection.last_heartbeat
 
     def set_transport(self, sid: str, transport: str) -> None:
         connection = self._connections.get(sid)
-        if connection is not None:
+        if connection is not None and connection.transport != transport:
             connection.transport = transport
+            if self.mirror is not None:
+                self.mirror.changed(connection)
 
     def record_event_in(self, sid: str) -> None:
         self.events_in += 1
@@ -178,6 +219,9 @@ class ConnectionManager:
     def stale_sessions(self, timeout_seconds: float) -> list[ClientConnection]:
         cutoff = self._clock() - timeout_seconds
         return [c for c in self._connections.values() if c.last_heartbeat < cutoff]
+
+    def all(self) -> list[ClientConnection]:
+        return list(self._connections.values())
 
     def __len__(self) -> int:
         return len(self._connections)

@@ -8,15 +8,22 @@ import logging
 
 import socketio
 
+from .cluster import Cluster
 from .connections import ConnectionManager
 
 log = logging.getLogger(__name__)
 
 
 async def cleanup_stale(
-    sio: socketio.AsyncServer, connections: ConnectionManager, timeout_seconds: float
+    sio: socketio.AsyncServer,
+    connections: ConnectionManager,
+    timeout_seconds: float,
+    cluster: Cluster | None = None,
 ) -> list[str]:
-    """Really disconnect every session silent for longer than the timeout; return their sids."""
+    """Really disconnect every session silent for longer than the timeout; return their sids.
+
+    With `cluster`, also the other processes' sessions: each leaves the view at once and its
+    process disconnects it (told over pub/sub, and on its next beat if that was missed)."""
     stale = [connection.sid for connection in connections.stale_sessions(timeout_seconds)]
     streams = sio.manager.delivery.streams
     for sid in stale:
@@ -26,6 +33,11 @@ async def cleanup_stale(
         else:
             await sio.disconnect(sid)
         connections.disconnect(sid)  # also when the transport was already gone
+    if cluster is not None and cluster.enabled:
+        for sid, _process in await cluster.stale(timeout_seconds):
+            if await cluster.evict(sid, "stale") is not None:
+                await sio.disconnect(sid)  # a remote sid: published to its process
+                stale.append(sid)
     if stale:
         log.info("cleaned %d stale sessions", len(stale))
     return stale
