@@ -256,3 +256,24 @@ async def test_the_admin_ui_lists_sockets_while_a_stream_is_open(
     finally:
         await admin.disconnect()
     assert [s["transport"] for s in sockets if s["nsp"] == "/"] == ["sse"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_streams_never_displace_sockets_in_the_cluster_cap(
+    make_server: MakeServer, redis_server: RedisServer, readers: list[SseReader]
+) -> None:
+    """The cluster-wide cap counts sockets; streams have their own per-process cap."""
+    a = await make_server(redis_url=redis_server.url, max_connections_per_user=2)
+    b = await make_server(redis_url=redis_server.url, max_connections_per_user=2)
+    sockets = [await a.connect("alice"), await b.connect("alice")]
+    streams = [await stream_of(server, "alice", readers) for server in (a, b, a)]
+    [created] = await a.publish(["alice"])
+    for stream in streams:
+        [event] = await stream.wait_for("notification")
+        assert event["data"] == created
+    for socket in sockets:
+        await socket.wait_for("notification")
+        assert socket.client.connected and not socket.of("session_closed")
+    status, body = await b.request("GET", "/api/v1/notifications/websocket/status", sub="alice")
+    assert status == 200, body
+    assert body["connections"] == 5  # two sockets and three streams, on either process

@@ -28,6 +28,8 @@ from . import cluster_scripts as lua
 from .connections import ClientConnection, ConnectionManager
 
 log = logging.getLogger(__name__)
+# How long a stopping writer may take to finish what it is sending.
+STOP_WAIT_SECONDS = 2.0
 # A connect waits at most this long for Redis to admit it, then goes on with the local cap.
 ADMIT_WAIT_SECONDS = 2.0
 RESYNC_CHUNK = 500
@@ -76,6 +78,7 @@ class Cluster:
         self._scripts: dict[str, AsyncScript] = {}
         self._state = _State()
         self._wake = asyncio.Event()
+        self._stopping = False
         self._resync_due = True  # the first write says who we are, with what we hold
         self._failing = False
 
@@ -147,8 +150,13 @@ class Cluster:
                 await self._beat()
                 await asyncio.sleep(self.ttl_seconds / 5)
         finally:
+            # The flag as well as the cancel: a cancellation swallowed inside the Redis client
+            # (seen in a pipeline cut short at shutdown) left the writer waiting on its event
+            # for ever, and the shutdown with it.
+            self._stopping = True
+            self._wake.set()
             writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            await asyncio.wait([writer], timeout=STOP_WAIT_SECONDS)
 
     async def _beat(self) -> None:
         if self._resync_due:
@@ -178,7 +186,7 @@ class Cluster:
         return json.dumps({name: local.get(name, 0) for name in fields})
 
     async def _write_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
             while self._state.ops or self._resync_due:
