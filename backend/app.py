@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -20,9 +21,10 @@ from .db import create_engine, create_sessionmaker, is_unavailable
 from .email.worker import EmailWorker
 from .events.mappings import load_mappings
 from .logs import Throttled, install_client_error_filter
+from .realtime.bus import BusWatch
 from .realtime.cluster import Cluster
 from .realtime.connections import ConnectionManager
-from .realtime.delivery import DeliveryControl
+from .realtime.delivery import DeliveryControl, RedisManager
 from .realtime.engine import end_for_reconnect
 from .realtime.limits import SessionLimiter, TokenBucket
 from .realtime.maintenance import cleanup_loop, stats_loop
@@ -110,6 +112,79 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(view, return_exceptions=True)
     await cluster.leave()
     await client.aclose()
+
+
+async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With REDIS_URL: the manager's listener from the start (python-socketio would start it at
+    the first connect), the canary, and the catch-up workers; Redis may be away meanwhile."""
+    manager = app[keys.SIO].manager
+    if not isinstance(manager, RedisManager):
+        yield
+        return
+    settings = app[keys.SETTINGS]
+    sio = app[keys.SIO]
+    connections = app[keys.CONNECTIONS]
+    notifier = app[keys.NOTIFIER]
+    service = app[keys.NOTIFICATIONS]
+
+    def sessions() -> list[tuple[str, str]]:
+        return [
+            (c.sid, c.user_id)
+            for user in connections.online_users()
+            for c in connections.user_sessions(user)
+            if c.live
+        ]
+
+    async def latest_seq(user_id: str) -> int:
+        return await service.latest_seq(user_id=user_id)
+
+    async def close(sid: str) -> None:
+        """An Engine.IO close: the official clients reconnect with their last_seq."""
+        eio_sid = manager.eio_sid_from_sid(sid, "/")
+        sock = sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if sock is not None:
+            await sock.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
+
+    watch = BusWatch(
+        manager=manager,
+        control=app[keys.DELIVERY],
+        sessions=sessions,
+        recovery=app[keys.RECOVERY],
+        latest_seq=latest_seq,
+        send=notifier.emit_to_local_session,
+        close=close,
+        interval=settings.bus_canary_interval_seconds,
+        timeout=settings.bus_canary_timeout_seconds,
+        concurrency=settings.bus_catchup_concurrency,
+    )
+    manager.watch = watch
+    app[keys.BUS] = watch
+
+    async def probe() -> str:
+        reason = watch.reason()
+        return "ok" if reason is None else f"deaf: {reason}"
+
+    app[keys.READY_PROBES]["bus"] = probe
+    if not sio.manager_initialized:
+        sio.manager_initialized = True
+        manager.initialize()
+    await watch.wait_first_outcome(settings.bus_canary_interval_seconds)
+    tasks = [asyncio.create_task(watch.run(), name="bus-canary")]
+    tasks += [
+        asyncio.create_task(watch.work(), name=f"bus-catch-up-{n}")
+        for n in range(settings.bus_catchup_concurrency)
+    ]
+    yield
+    manager.watch = None
+    thread = getattr(manager, "thread", None)
+    if thread is not None:
+        tasks.append(thread)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if manager.redis is not None:
+        with contextlib.suppress(Exception):
+            await manager.redis.aclose()
 
 
 async def purge_loop(service: NotificationService, *, hours: float) -> None:
@@ -345,6 +420,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(bus_ctx)
     app.cleanup_ctx.append(background_ctx)
     app.cleanup_ctx.append(email_worker_ctx)
     app.on_shutdown.append(mark_shutdown)

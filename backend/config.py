@@ -68,6 +68,13 @@ class Settings:
     dev_mode: bool = False
     cors_allowed_origins: tuple[str, ...] = ()
     redis_url: str | None = None
+    # the bus canary: each process hears its own through Redis, or it is deaf (not ready)
+    bus_canary_interval_seconds: float = 1.0
+    bus_canary_timeout_seconds: float = 3.0
+    # the longest wait between tries to subscribe again after the bus failed
+    bus_retry_max_seconds: float = 1.0
+    # sessions caught up from the database at once after the bus was deaf
+    bus_catchup_concurrency: int = 8
     max_body_bytes: int = 256 * 1024
     # every JSON document from outside (REST body, socket event, CONNECT auth): levels of nesting
     max_json_depth: int = 32
@@ -204,6 +211,7 @@ _INT_SETTINGS = {
     "MAX_MALFORMED_PACKETS": "max_malformed_packets",
     "SSE_MAX_STREAMS_PER_USER": "sse_max_streams_per_user",
     "SSE_MAX_QUEUED_EVENTS": "sse_max_queued_events",
+    "BUS_CATCHUP_CONCURRENCY": "bus_catchup_concurrency",
 }
 _FLOAT_SETTINGS = {
     "EVENT_RATE_PER_SECOND": "event_rate_per_second",
@@ -226,6 +234,9 @@ _FLOAT_SETTINGS = {
     "REQUEST_BODY_TIMEOUT_SECONDS": "request_body_timeout_seconds",
     "SSE_HEARTBEAT_SECONDS": "sse_heartbeat_seconds",
     "SSE_TICKET_TTL_SECONDS": "sse_ticket_ttl_seconds",
+    "BUS_CANARY_INTERVAL_SECONDS": "bus_canary_interval_seconds",
+    "BUS_CANARY_TIMEOUT_SECONDS": "bus_canary_timeout_seconds",
+    "BUS_RETRY_MAX_SECONDS": "bus_retry_max_seconds",
 }
 _BOOL_SETTINGS = {
     "AUTO_MIGRATE": "auto_migrate",
@@ -386,6 +397,13 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             f"REDIS_URL must start with redis:// or rediss://, got {settings.redis_url!r}"
         )
+    if settings.bus_canary_timeout_seconds < 2 * settings.bus_canary_interval_seconds:
+        # one late canary must not make a healthy process look deaf
+        raise ConfigError(
+            "BUS_CANARY_TIMEOUT_SECONDS must be at least twice BUS_CANARY_INTERVAL_SECONDS"
+        )
+    if settings.bus_catchup_concurrency < 1:
+        raise ConfigError("BUS_CATCHUP_CONCURRENCY must be at least 1")
     if not settings.app_url.startswith(("http://", "https://")):
         raise ConfigError(f"APP_URL must start with http:// or https://, got {settings.app_url!r}")
     for origin in settings.cors_allowed_origins:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import Settings
 from .logs import Throttled
+from .realtime.bus import BusWatch
 from .realtime.cluster import Cluster
 from .realtime.connections import ConnectionManager
 from .realtime.delivery import DeliveryControl
@@ -34,6 +35,8 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 CLUSTER = web.AppKey("cluster", Cluster)
 DELIVERY = web.AppKey("delivery", DeliveryControl)
 RECOVERY = web.AppKey("recovery", Recovery)
+# only with REDIS_URL: the canary and the catch-up after a bus gap
+BUS = web.AppKey("bus", BusWatch)
 INBOUND_LIMITER = web.AppKey("inbound_limiter", SessionLimiter)
 CONNECT_BUCKET = web.AppKey("connect_bucket", TokenBucket)
 NOTIFICATIONS = web.AppKey("notifications", NotificationService)

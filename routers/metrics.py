@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from backend import keys
+from backend.realtime.bus import BusWatch
 
 
 class ServerCollector(Collector):
@@ -66,9 +67,30 @@ class ServerCollector(Collector):
             for reason, count in sorted(ingest.drops.items()):
                 dropped.add_metric([reason], count)
             yield dropped
+        if keys.BUS in self.app:
+            yield from bus_metrics(self.app[keys.BUS])
         yield GaugeMetricFamily(
             "notify_uptime_seconds", "seconds since start", value=stats["uptime_seconds"]
         )
+
+
+def bus_metrics(bus: BusWatch) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "notify_bus_deaf", "1 while this process does not hear its own canary through Redis",
+        value=1 if bus.reason() is not None else 0,
+    )  # fmt: skip
+    counters = (
+        ("notify_bus_deaf_episodes", "times this process went deaf", bus.deaf_episodes),
+        ("notify_bus_subscribes", "subscriptions to the bus, the first included", bus.subscribes),
+        ("notify_bus_gaps", "gaps that made every local session catch up", bus.gaps),
+        ("notify_bus_catch_up_sessions", "sessions caught up after a gap", bus.sessions_caught_up),
+        ("notify_bus_catch_up_notifications", "notifications sent by catch-ups",
+         bus.notifications_caught_up),
+        ("notify_bus_catch_up_failures", "catch-ups that failed (the session was closed to "
+         "reconnect)", bus.catch_up_failures),
+    )  # fmt: skip
+    for name, documentation, value in counters:
+        yield CounterMetricFamily(name, documentation, value=value)
 
 
 def setup_metrics(app: web.Application) -> None:

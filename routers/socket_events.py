@@ -107,6 +107,8 @@ class NotificationNamespace(socketio.AsyncNamespace):
             recovery = app[keys.RECOVERY]
             if last_seq is not None:
                 recovery.hold(sid)  # before joining the room: nothing live slips in unseen
+            elif keys.BUS in app:  # where this session catches up from after a bus gap
+                await app[keys.BUS].baseline(sid, claims.sub)
             await self.save_session(sid, {"claims": claims})
             connection = connections.get(sid)
             if connection is None:  # a newer connect of this user displaced this one meanwhile

@@ -29,7 +29,7 @@ async def test_a_notification_published_on_one_server_reaches_clients_on_another
     await b.request("POST", f"/api/v1/notifications/{created['id']}/read", sub="alice")
     await on_a.wait_for("notifications_read")
     status, ready = await a.request("GET", "/health/ready")
-    assert status == 200 and ready["checks"] == {"database": "ok", "redis": "ok"}
+    assert status == 200 and ready["checks"] == {"database": "ok", "redis": "ok", "bus": "ok"}
     status, stats = await a.request(
         "GET", "/api/v1/notifications/websocket/stats", sub="root", scopes=(SCOPE_ADMIN,)
     )

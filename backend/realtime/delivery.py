@@ -8,8 +8,9 @@ its outbound rate work the same on one process or many.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -21,6 +22,9 @@ from .fast import text_frame, write_now
 from .limits import TokenBucket
 
 NOTIFICATION = "notification"
+# Canaries and gap notices share python-socketio's channel; never JSON, so its listener would
+# skip them even if ours did not take them out first.
+BUS_PREFIX = b"#bus "
 
 
 class StreamSink(Protocol):
@@ -43,6 +47,14 @@ class DeliveryControl:
         self.buckets: dict[str, TokenBucket] = {}
         self.missed: dict[str, int] = {}
         self.last_unread: dict[str, Any] = {}
+        # the highest seq each session was sent: where it catches up from after a bus gap
+        self.sent_seq: dict[str, int] = {}
+        # While the bus may be losing messages: each session's highest seq when it began, and
+        # what was sent since (this process's own emits still go out at once), so the catch-up
+        # starts before the gap and skips what the session already has.
+        self.gap_open = False
+        self.gap_floor: dict[str, int] = {}
+        self.sent_in_gap: dict[str, set[int]] = {}
         self.events_out = 0
         self.direct_writes = 0  # writes straight to a socket (fast.write_now), one per session
         # sid -> the stream that takes that session's deliveries instead of a socket (sse.py)
@@ -67,7 +79,35 @@ class DeliveryControl:
             bucket = self.buckets[sid] = TokenBucket(self.rate, self.burst, clock=self.clock)
         return bucket.take()
 
+    def note_sent(self, sid: str, seq: int) -> None:
+        if self.gap_open:
+            if sid not in self.gap_floor:  # connected during the gap: from its first seq
+                self.gap_floor[sid] = self.sent_seq.get(sid, seq)
+            self.sent_in_gap.setdefault(sid, set()).add(seq)
+        if seq > self.sent_seq.get(sid, -1):
+            self.sent_seq[sid] = seq
+
+    def open_gap(self) -> None:
+        if not self.gap_open:
+            self.gap_open = True
+            self.gap_floor = dict(self.sent_seq)
+            self.sent_in_gap = {}
+
+    def close_gap(self, sid: str) -> tuple[int | None, set[int]]:
+        """Where this session catches up from, and the seqs it already has past that."""
+        floor = self.gap_floor.pop(sid, None)
+        sent = self.sent_in_gap.pop(sid, set())
+        return (self.sent_seq.get(sid) if floor is None else floor), sent
+
+    def end_gap(self) -> None:
+        self.gap_open = False
+        self.gap_floor = {}
+        self.sent_in_gap = {}
+
     def forget(self, sid: str) -> None:
+        self.sent_seq.pop(sid, None)
+        self.gap_floor.pop(sid, None)
+        self.sent_in_gap.pop(sid, None)
         self.holding.pop(sid, None)
         self.buckets.pop(sid, None)
         self.missed.pop(sid, None)
@@ -192,14 +232,17 @@ class DeliveryMixin(socketio.AsyncManager):
                 continue
             picked: list[int] = []
             for index, (event, data) in enumerate(messages):
-                if event == NOTIFICATION and room != sid:
-                    held = control.holding.get(sid)
-                    if held is not None:
-                        held.append(data)
-                        continue
-                    if not control.admit(sid):
-                        self._coalesce(sid, namespace, room)
-                        continue
+                if event == NOTIFICATION:
+                    if room != sid:
+                        held = control.holding.get(sid)
+                        if held is not None:
+                            held.append(data)
+                            continue
+                        if not control.admit(sid):
+                            self._coalesce(sid, namespace, room)
+                            continue
+                    if isinstance(data, dict) and isinstance(seq := data.get("seq"), int):
+                        control.note_sent(sid, seq)
                 picked.append(index)
             if not picked:
                 continue
@@ -279,5 +322,94 @@ class LocalManager(DeliveryMixin):
     """One process: python-socketio's in-memory manager plus delivery control."""
 
 
+class BusHooks(Protocol):
+    """What the manager tells the bus watch (bus.py)."""
+
+    def heard(self, message: bytes) -> None: ...
+    def subscribed(self) -> None: ...
+    def listen_failed(self, exc: BaseException) -> None: ...
+    def may_publish(self) -> bool: ...
+    def publish_failed(self, exc: BaseException | None) -> None: ...
+
+
 class RedisManager(socketio.AsyncRedisManager, DeliveryMixin):
-    """Many processes: Redis pub/sub between them, delivery control on each."""
+    """Many processes: python-socketio's Redis pub/sub between them, delivery control on each.
+
+    Its own listener and publisher, with three changes: every subscribe confirmation and failure
+    goes to the bus watch, which also takes out the canaries; a failed subscription is tried
+    again at most `retry_max` apart (python-socketio backs off up to 60 s, so delivery stayed
+    broken long after Redis was back); and a publish is tried once on a fresh connection, then
+    given up to the watch (the emit has reached this process's sessions already, and the others
+    catch up from the database), never stalling the emit.
+    """
+
+    watch: BusHooks | None = None
+    retry_max: float = 1.0
+    publish_timeout: float = 3.0
+
+    def _redis_connect(self) -> None:
+        if self.redis is None:  # one client (plain or Sentinel, as python-socketio builds it)
+            super()._redis_connect()
+        assert self.redis is not None
+        # Subscribe confirmations too: each one, ours or redis-py's own reconnect, may follow
+        # a gap in what this process heard.
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+        self.connected = True
+
+    async def publish_raw(self, payload: bytes) -> None:
+        if self.redis is None:
+            self._redis_connect()
+        async with asyncio.timeout(self.publish_timeout):
+            await self.redis.publish(self.channel, payload)
+
+    async def _publish(self, data: Any) -> Any:
+        watch = self.watch
+        if watch is not None and not watch.may_publish():
+            watch.publish_failed(None)
+            return None
+        try:
+            await self.publish_raw(self.json.dumps(data))
+        except Exception as exc:
+            if watch is None:
+                raise
+            watch.publish_failed(exc)
+        return None
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[dict[str, Any]]:
+        first_delay = min(0.1, self.retry_max)
+        delay = first_delay
+        while True:
+            pubsub = None
+            try:
+                self._redis_connect()
+                pubsub = self.pubsub
+                await pubsub.subscribe(self.channel)
+                async for message in pubsub.listen():
+                    delay = first_delay
+                    yield message
+            except Exception as exc:
+                if self.watch is not None:
+                    self.watch.listen_failed(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+
+    async def _listen(self) -> AsyncIterator[bytes]:
+        channel = self.channel.encode("utf-8")
+        async for message in self._redis_listen_with_retries():
+            if message.get("channel") != channel:
+                continue
+            kind = message.get("type")
+            data = message.get("data")
+            if kind == "subscribe":
+                if self.watch is not None:
+                    self.watch.subscribed()
+            elif kind == "message" and isinstance(data, bytes):
+                if data.startswith(BUS_PREFIX):
+                    if self.watch is not None:
+                        self.watch.heard(data)
+                else:
+                    yield data

@@ -9,6 +9,7 @@ and the release happen without an await in between, so nothing slips past.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +53,11 @@ class Recovery:
         """Call before the session joins its room (or at once for a running session)."""
         self._control.hold(sid)
 
-    async def recover(self, sid: str, user_id: str, after_seq: int) -> RecoveryResult:
-        """Send every visible notification after `after_seq`, then release the hold."""
+    async def recover(
+        self, sid: str, user_id: str, after_seq: int, skip: AbstractSet[int] = frozenset()
+    ) -> RecoveryResult:
+        """Send every visible notification after `after_seq` but those in `skip` (which the
+        session already has), then release the hold."""
         cursor = after_seq
         sent = 0
         try:
@@ -63,19 +67,21 @@ class Recovery:
             if too_far:
                 # Too far behind (or from another database): the client refetches over REST.
                 self._control.release(sid)
+                self._control.note_sent(sid, last_seq)
                 return RecoveryResult(False, 0, last_seq)
             while True:
-                await self._send(sid, page)
+                fresh = [item for item in page if item["seq"] not in skip] if skip else page
+                await self._send(sid, fresh)
                 if page:
                     cursor = page[-1]["seq"]
-                sent += len(page)
+                sent += len(fresh)
                 if len(page) < self._page_size:
                     break
                 page = await self._fetch(user_id, cursor, self._page_size)
             while held := self._control.take_held(sid):
                 fresh = []
                 for item in sorted(held, key=lambda n: n["seq"]):
-                    if item["seq"] > cursor:
+                    if item["seq"] > cursor and item["seq"] not in skip:
                         fresh.append(item)
                         cursor = item["seq"]
                 await self._send(sid, fresh)
@@ -85,6 +91,7 @@ class Recovery:
             raise
         # No await since the last take_held() came back empty: nothing can be left behind.
         self._control.release(sid)
+        self._control.note_sent(sid, max(cursor, after_seq))  # where a later catch-up starts
         return RecoveryResult(True, sent, max(cursor, after_seq))
 
     async def _send(self, sid: str, items: list[dict[str, Any]]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socketio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from ..config import Settings
 from ..logs import library_logger
@@ -17,7 +19,18 @@ def create_socket_server(settings: Settings, control: DeliveryControl) -> socket
     client; delivery control on every process either way."""
     manager: LocalManager | RedisManager
     if settings.redis_url:
-        manager = RedisManager(settings.redis_url)
+        timeout = settings.bus_canary_timeout_seconds
+        manager = RedisManager(
+            settings.redis_url,
+            redis_options={
+                # One retry, at once: a pooled connection that Redis closed is replaced, and
+                # Redis being away is known in milliseconds, not after redis-py's backoff.
+                "retry": Retry(NoBackoff(), 1),
+                "socket_connect_timeout": timeout,
+            },
+        )
+        manager.retry_max = settings.bus_retry_max_seconds
+        manager.publish_timeout = timeout
     else:
         manager = LocalManager()
     manager.delivery = control

@@ -341,6 +341,11 @@ class NotificationService:
         async with self._sessionmaker() as session:
             return await _page_after(session, user_id, after_seq, limit)
 
+    async def latest_seq(self, *, user_id: str) -> int:
+        """The user's latest seq: where a session that asked for no recovery starts."""
+        async with self._sessionmaker() as session:
+            return int(await session.scalar(_LAST_SEQ, {"user_id": user_id}) or 0)
+
     async def backlog(
         self, *, user_id: str, after_seq: int, limit: int, max_missing: int
     ) -> Backlog:
