@@ -14,6 +14,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from .codec import SENDABLE_DEPTH
+from .redis_url import redact_url
+from .redis_url import url_problem as redis_url_problem
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/notifications.db"
 ALLOWED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256"})
@@ -346,10 +348,8 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters")
     elif not settings.jwt_public_key:
         raise ConfigError("JWT_PUBLIC_KEY is required for RS*/ES* algorithms")
-    if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
-        raise ConfigError(
-            f"REDIS_URL must start with redis:// or rediss://, got {settings.redis_url!r}"
-        )
+    if settings.redis_url and (problem := redis_url_problem(settings.redis_url)):
+        raise ConfigError(f"REDIS_URL {problem}, got {redact_url(settings.redis_url)!r}")
     if not settings.app_url.startswith(("http://", "https://")):
         raise ConfigError(f"APP_URL must start with http:// or https://, got {settings.app_url!r}")
     for origin in settings.cors_allowed_origins:
