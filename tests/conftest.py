@@ -164,8 +164,10 @@ class RunningServer:
 class Recorder:
     """A python-socketio client that records every event it receives."""
 
-    def __init__(self) -> None:
-        self.client = socketio.AsyncClient(reconnection=False)
+    def __init__(self, http_session: aiohttp.ClientSession | None = None) -> None:
+        # http_session: e.g. one bound to a source address (tests behind a proxy)
+        options = {"http_session": http_session} if http_session is not None else {}
+        self.client = socketio.AsyncClient(reconnection=False, **options)
         self.events: list[tuple[str, Any]] = []
         self.connect_errors: list[Any] = []
         self._changed = asyncio.Event()
