@@ -33,6 +33,7 @@ from .realtime.recovery import Recovery
 from .realtime.server import create_socket_server
 from .realtime.sse import StreamHub
 from .realtime.tickets import TicketStore
+from .redis_url import open_redis
 from .security import TokenVerifier
 from .services.events import EventIngest
 from .services.notifications import NotificationService
@@ -86,14 +87,13 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """A Redis client for the readiness probe; the Socket.IO manager keeps its own."""
+    """A Redis client on REDIS_URL (Sentinel too) for the readiness probe and the cluster's stats;
+    the Socket.IO manager keeps its own on the same URL."""
     url = app[keys.SETTINGS].redis_url
     if not url:
         yield
         return
-    import redis.asyncio as redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    client = open_redis(url, socket_connect_timeout=3, socket_timeout=3)
 
     async def probe() -> str:
         try:

@@ -16,6 +16,8 @@ from sqlalchemy.exc import ArgumentError
 
 from .codec import SENDABLE_DEPTH
 from .events.mappings import DEFAULT_TOPICS, MappingError, load_mappings
+from .redis_url import redact_url
+from .redis_url import url_problem as redis_url_problem
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/notifications.db"
 ALLOWED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256"})
@@ -393,10 +395,8 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters")
     elif not settings.jwt_public_key:
         raise ConfigError("JWT_PUBLIC_KEY is required for RS*/ES* algorithms")
-    if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
-        raise ConfigError(
-            f"REDIS_URL must start with redis:// or rediss://, got {settings.redis_url!r}"
-        )
+    if settings.redis_url and (problem := redis_url_problem(settings.redis_url)):
+        raise ConfigError(f"REDIS_URL {problem}, got {redact_url(settings.redis_url)!r}")
     if settings.bus_canary_timeout_seconds < 2 * settings.bus_canary_interval_seconds:
         # one late canary must not make a healthy process look deaf
         raise ConfigError(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one test command: installs what the suite needs (Python packages; PostgreSQL, Redis and
-# Chromium from Debian's packages where missing), checks lint and format, runs the whole suite.
+# The one test command: installs what the suite needs (Python packages; PostgreSQL, Redis,
+# redis-sentinel, nginx and Chromium from Debian's packages where missing), checks lint and
+# format, runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,10 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)  # tests/test_sse.py reads a stream with curl -N
+# nginx for tests/reliability/test_behind_nginx.py; Debian's redis-sentinel (the Redis binary in
+# sentinel mode) for tests/reliability/test_sentinel_failover.py
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

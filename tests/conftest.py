@@ -174,8 +174,10 @@ async def refused_connect(server: RunningServer, auth: dict[str, Any]) -> list[A
 class Recorder:
     """A python-socketio client that records every event it receives."""
 
-    def __init__(self) -> None:
-        self.client = socketio.AsyncClient(reconnection=False)
+    def __init__(self, http_session: aiohttp.ClientSession | None = None) -> None:
+        # http_session: e.g. one bound to a source address (tests behind a proxy)
+        options = {"http_session": http_session} if http_session is not None else {}
+        self.client = socketio.AsyncClient(reconnection=False, **options)
         self.events: list[tuple[str, Any]] = []
         self.connect_errors: list[Any] = []
         self._changed = asyncio.Event()

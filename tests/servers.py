@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Outside the ephemeral range 32768-60999, so a client socket never takes our port first.
 PORT_RANGE = (20000, 32000)
@@ -148,15 +149,19 @@ class RedisServer:
             self.process.wait(timeout=10)
 
 
-def start_redis(cpus: str | None = None, port: int | None = None) -> RedisServer:
-    """redis-server without persistence; `cpus` pins it (taskset); `port` starts it again on
-    the port of one that was stopped."""
+def redis_server_binary() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed; run scripts/test.sh")
+    return binary
+
+
+def start_redis(cpus: str | None = None, *extra: str, port: int | None = None) -> RedisServer:
+    """redis-server without persistence; `cpus` pins it (taskset); `extra` are more options;
+    `port` starts it again on the port of one that was stopped."""
     port = port or free_port()
     command = [
-        binary,
+        redis_server_binary(),
         "--port",
         str(port),
         "--bind",
@@ -165,9 +170,14 @@ def start_redis(cpus: str | None = None, port: int | None = None) -> RedisServer
         "",
         "--appendonly",
         "no",
+        *extra,
     ]
     if cpus:
         command = ["taskset", "-c", cpus, *command]
+    return _spawn_redis(command, port)
+
+
+def _spawn_redis(command: list[str], port: int) -> RedisServer:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -175,6 +185,143 @@ def start_redis(cpus: str | None = None, port: int | None = None) -> RedisServer
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return RedisServer(port, process)
         except OSError:
+            if process.poll() is not None:
+                break
             time.sleep(0.05)
     process.kill()
-    raise RuntimeError("redis-server did not start")
+    process.wait(timeout=10)
+    raise RuntimeError(f"{command[0]} did not start on port {port}")
+
+
+SENTINEL_SERVICE = "notifications"
+
+
+@dataclass
+class SentinelGroup:
+    """A Redis primary, its replica and the sentinels that watch them, on loopback ports."""
+
+    nodes: list[RedisServer]  # [the first primary, its replica]
+    sentinels: list[RedisServer]
+    directory: Path
+    service: str = SENTINEL_SERVICE
+
+    @property
+    def url(self) -> str:
+        """REDIS_URL as python-socketio and our clients read it."""
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        return f"redis+sentinel://{hosts}/0/{self.service}"
+
+    def _ask(self, port: int, *command: str) -> Any:
+        import redis
+
+        with redis.Redis(port=port, socket_timeout=2, decode_responses=True) as client:
+            return client.execute_command(*command)
+
+    def primary_port(self) -> int | None:
+        """The primary's port as the first sentinel names it."""
+        try:
+            _, port = self._ask(
+                self.sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service
+            )
+        except Exception:
+            return None
+        return int(port)
+
+    def _role(self, port: int) -> str | None:
+        try:
+            return str(self._ask(port, "ROLE")[0])
+        except Exception:
+            return None
+
+    def _linked(self, port: int) -> bool:
+        try:
+            info = self._ask(port, "INFO", "replication")
+        except Exception:
+            return False
+        return bool(info.get("master_link_status") == "up")  # redis-py parses INFO
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Every sentinel knows the primary and a replica it could promote, linked and in sync."""
+        deadline = time.monotonic() + timeout
+        primary = self.primary_port()
+        while time.monotonic() < deadline:
+            primary = self.primary_port()
+            replicas = [node.port for node in self.nodes if node.port != primary]
+            if primary is not None and all(self._linked(port) for port in replicas):
+                known = [self._known_replicas(sentinel.port) for sentinel in self.sentinels]
+                if all(set(replicas) <= ports for ports in known):
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"the sentinels never saw a primary and a replica ({primary})")
+
+    def _known_replicas(self, sentinel_port: int) -> set[int]:
+        try:
+            rows = self._ask(sentinel_port, "SENTINEL", "REPLICAS", self.service)
+        except Exception:
+            return set()
+        healthy = set()
+        for row in rows:
+            fields = dict(zip(row[::2], row[1::2], strict=True)) if isinstance(row, list) else row
+            if fields.get("flags") == "slave" and fields.get("master-link-status") == "ok":
+                healthy.add(int(fields["port"]))
+        return healthy
+
+    def failover(self, timeout: float = 30) -> int:
+        """SENTINEL FAILOVER: the replica becomes the primary; its port once it acts as one and
+        the old primary follows it."""
+        old = self.primary_port()
+        self._ask(self.sentinels[0].port, "SENTINEL", "FAILOVER", self.service)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = self.primary_port()
+            if new is not None and new != old and self._role(new) == "master":
+                if old is None or self._role(old) == "slave":
+                    return new
+            time.sleep(0.1)
+        raise RuntimeError(f"no failover from {old} within {timeout} s")
+
+    def stop(self) -> None:
+        try:
+            for server in [*self.sentinels, *self.nodes]:
+                server.stop()
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_sentinel_group(sentinels: int = 2) -> SentinelGroup:
+    """A primary, one replica, and `sentinels` sentinels (quorum 1) monitoring them.
+
+    A sentinel is Redis's own binary in sentinel mode (Debian's `redis-sentinel` is the same
+    program); each gets a config file of its own in a temporary directory, which it rewrites."""
+    directory = Path(tempfile.mkdtemp(prefix="test-sentinel-"))
+    started: list[RedisServer] = []
+    group = SentinelGroup(nodes=[], sentinels=[], directory=directory)
+    try:
+        primary = start_redis(None, "--dir", str(directory))
+        started.append(primary)
+        # the replica keeps what it receives from the primary in a dump.rdb in its own --dir
+        replica = start_redis(
+            None, "--dir", str(directory), "--replicaof", "127.0.0.1", str(primary.port)
+        )
+        started.append(replica)
+        group.nodes = [primary, replica]
+        for index in range(sentinels):
+            port = free_port()
+            config = directory / f"sentinel-{index}.conf"
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+                f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary.port} 1\n"
+                f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 2000\n"
+                f"sentinel failover-timeout {SENTINEL_SERVICE} 10000\n"
+            )
+            binary = shutil.which("redis-sentinel")
+            command = [binary, str(config)] if binary else [
+                redis_server_binary(), str(config), "--sentinel"
+            ]  # fmt: skip
+            group.sentinels.append(_spawn_redis(command, port))
+        group.wait_ready()
+    except BaseException:
+        group.nodes = started
+        group.stop()
+        raise
+    return group

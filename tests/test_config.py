@@ -55,6 +55,14 @@ def test_a_configured_secret_turns_dev_mode_off(tmp_path: Path) -> None:
             "JWT_SECRET or JWT_PUBLIC_KEY is required",
         ),
         ({"JWT_SECRET": "x" * 40, "REDIS_URL": "http://x"}, "REDIS_URL must start with"),
+        (
+            {"JWT_SECRET": "x" * 40, "REDIS_URL": "redis+sentinel://127.0.0.1:26379/0"},
+            "REDIS_URL must name the Sentinel service",
+        ),
+        (
+            {"JWT_SECRET": "x" * 40, "REDIS_URL": "redis+sentinel://:hunter2@127.0.0.1/0/main"},
+            r"REDIS_URL must be redis\+sentinel://.*got 'redis\+sentinel://:\*\*\*@127",
+        ),
         ({"JWT_SECRET": "x" * 40, "CORS_ALLOWED_ORIGINS": "evil"}, "invalid origin"),
         ({"JWT_SECRET": "x" * 40, "SSE_HEARTBEAT_SECONDS": "0"}, "must be positive"),
         (
@@ -76,6 +84,13 @@ def test_bad_values_are_refused_with_a_clear_reason(
     env.setdefault("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
     with pytest.raises(ConfigError, match=message):
         load_settings(env)
+
+
+def test_a_redis_url_may_name_sentinels_as_python_socketio_reads_it(tmp_path: Path) -> None:
+    url = "redis+sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/2/notifications"
+    env = {"JWT_SECRET": "x" * 40, "REDIS_URL": url}
+    env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    assert load_settings(env).redis_url == url
 
 
 def test_a_bad_value_stops_start_up_with_one_line_not_a_traceback(tmp_path: Path) -> None:
