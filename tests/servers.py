@@ -148,12 +148,13 @@ class RedisServer:
             self.process.wait(timeout=10)
 
 
-def start_redis(cpus: str | None = None) -> RedisServer:
-    """redis-server without persistence; `cpus` pins it (taskset)."""
+def start_redis(cpus: str | None = None, port: int | None = None) -> RedisServer:
+    """redis-server without persistence; `cpus` pins it (taskset); `port` to come back on the
+    port of one that was stopped."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed; run scripts/test.sh")
-    port = free_port()
+    port = port or free_port()
     command = [
         binary,
         "--port",
