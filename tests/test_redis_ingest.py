@@ -357,3 +357,36 @@ def test_channels_or_streams_without_a_redis_url_are_a_one_line_config_error() -
         ("notifications",),
         5.0,
     )
+
+
+async def test_a_stream_message_committed_but_not_acknowledged_before_a_crash_is_stored_once(
+    make_server: Start, redis: Redis, redis_server: RedisServer
+) -> None:
+    """A request without an idempotency_key: its key is `<stream>:<message id>`, so the
+    redelivery of one whose consumer committed and died before XACK stores nothing more."""
+    stream = unique("notifications")
+    await redis.xgroup_create(stream, "notifications", id="0", mkstream=True)
+    raw = json.dumps({"user_ids": ["alice"], "type": "t", "title": "once"}).encode()
+    entry_id = await redis.xadd(stream, {"message": raw})
+    await redis.xreadgroup("notifications", "crashed", {stream: ">"})
+    # What the consumer that crashed did before it could acknowledge: the commit.
+    first = await make_server(
+        ingest_redis_url=redis_server.url, ingest_redis_streams=(unique("elsewhere"),)
+    )
+    outcome = await first.app[keys.REDIS_INGEST].handle(
+        raw, transport="stream", name=stream, message_id=entry_id.decode()
+    )
+    assert outcome.status == "stored"
+    await first.stop()
+    server = await make_server(
+        ingest_redis_url=redis_server.url, ingest_redis_streams=(stream,),
+        ingest_claim_idle_seconds=0.3,
+    )  # fmt: skip
+
+    async def acked() -> bool:
+        return await pending(redis, stream) == 0
+
+    await eventually(acked)
+    assert await inbox(server, "alice") == ["once"]
+    text = await metrics(server)
+    assert 'notify_redis_messages_total{outcome="duplicate",transport="stream"} 1.0' in text
