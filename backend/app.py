@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import ingest as redis_ingest
 from . import keys, migrate
 from .config import Settings
 from .db import create_engine, create_sessionmaker, is_unavailable
@@ -274,6 +275,29 @@ async def email_worker_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
+async def redis_ingest_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Redis channels and streams in, when INGEST_REDIS_CHANNELS or INGEST_REDIS_STREAMS name
+    some; cancelled, then awaited within the shutdown grace. A stream message cut short is
+    still pending: another process (or this one's successor) claims it and stores it once."""
+    settings = app[keys.SETTINGS]
+    if not (settings.ingest_redis_channels or settings.ingest_redis_streams):
+        yield
+        return
+    handler, loops = redis_ingest.build(
+        settings,
+        ingest=app[keys.EVENTS],
+        notifications=app[keys.NOTIFICATIONS],
+        consumer=app[keys.PROCESS_ID],
+    )
+    app[keys.REDIS_INGEST] = handler
+    tasks = [asyncio.create_task(loop, name=name) for name, loop in loops.items()]
+    yield
+    for task in tasks:
+        task.cancel()
+    remaining = app[keys.SHUTDOWN].remaining()
+    await asyncio.wait(tasks, timeout=max(remaining - 0.5, 0.1))
+
+
 # At most one "database unavailable" line per interval from requests and socket events.
 UNAVAILABLE_LOG_INTERVAL_SECONDS = 10.0
 
@@ -372,6 +396,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.SIO] = sio
     connections = app[keys.CONNECTIONS] = ConnectionManager()
     process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    app[keys.PROCESS_ID] = process_id
 
     def local_stats() -> dict[str, Any]:
         return {**connections.stats(), "events_out": control.events_out, "process": process_id}
@@ -423,6 +448,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(bus_ctx)
     app.cleanup_ctx.append(background_ctx)
     app.cleanup_ctx.append(email_worker_ctx)
+    app.cleanup_ctx.append(redis_ingest_ctx)
     app.on_shutdown.append(mark_shutdown)
     app.on_shutdown.append(shutdown_sockets)
 

@@ -148,6 +148,27 @@ class Settings:
     event_mappings: str | None = None
     # ingested events older than this are purged from the audit trail; 0 keeps them forever
     events_retention_days: int = 90
+    # events from Redis: channels (fire-and-forget) and streams (a consumer group, acked after
+    # the commit); on INGEST_REDIS_URL, else REDIS_URL
+    ingest_redis_url: str | None = None
+    ingest_redis_channels: tuple[str, ...] = ()
+    ingest_redis_streams: tuple[str, ...] = ()
+    ingest_stream_group: str = "notifications"
+    # messages per XREADGROUP / XAUTOCLAIM call
+    ingest_batch_size: int = 10
+    # a pending message idle this long (its consumer died) is claimed by another process
+    ingest_claim_idle_seconds: float = 60.0
+    # a message claimed after this many deliveries goes to <stream>.dead
+    ingest_max_deliveries: int = 5
+    # each <stream>.dead is trimmed to about this many entries
+    ingest_dead_max_length: int = 10_000
+    # the longest wait between tries while Redis or the database is away
+    ingest_retry_max_seconds: float = 10.0
+
+    @property
+    def ingest_url(self) -> str | None:
+        """Where channels and streams are read: INGEST_REDIS_URL, else REDIS_URL."""
+        return self.ingest_redis_url or self.redis_url
 
     @property
     def is_sqlite(self) -> bool:
@@ -214,6 +235,9 @@ _INT_SETTINGS = {
     "SSE_MAX_STREAMS_PER_USER": "sse_max_streams_per_user",
     "SSE_MAX_QUEUED_EVENTS": "sse_max_queued_events",
     "BUS_CATCHUP_CONCURRENCY": "bus_catchup_concurrency",
+    "INGEST_BATCH_SIZE": "ingest_batch_size",
+    "INGEST_MAX_DELIVERIES": "ingest_max_deliveries",
+    "INGEST_DEAD_MAX_LENGTH": "ingest_dead_max_length",
 }
 _FLOAT_SETTINGS = {
     "EVENT_RATE_PER_SECOND": "event_rate_per_second",
@@ -239,6 +263,8 @@ _FLOAT_SETTINGS = {
     "BUS_CANARY_INTERVAL_SECONDS": "bus_canary_interval_seconds",
     "BUS_CANARY_TIMEOUT_SECONDS": "bus_canary_timeout_seconds",
     "BUS_RETRY_MAX_SECONDS": "bus_retry_max_seconds",
+    "INGEST_CLAIM_IDLE_SECONDS": "ingest_claim_idle_seconds",
+    "INGEST_RETRY_MAX_SECONDS": "ingest_retry_max_seconds",
 }
 _BOOL_SETTINGS = {
     "AUTO_MIGRATE": "auto_migrate",
@@ -259,6 +285,8 @@ _STR_SETTINGS = {
     "ADMIN_UI_USERNAME": "admin_ui_username",
     "DAPR_PUBSUB_NAME": "dapr_pubsub_name",
     "EVENT_MAPPINGS": "event_mappings",
+    "INGEST_REDIS_URL": "ingest_redis_url",
+    "INGEST_STREAM_GROUP": "ingest_stream_group",
 }
 
 
@@ -322,6 +350,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values["events_retention_days"] = _int(
             "EVENTS_RETENTION_DAYS", env["EVENTS_RETENTION_DAYS"], minimum=0, maximum=36500
         )
+    for var, attr in (
+        ("INGEST_REDIS_CHANNELS", "ingest_redis_channels"),
+        ("INGEST_REDIS_STREAMS", "ingest_redis_streams"),
+    ):
+        if env.get(var, "").strip():
+            values[attr] = _list(env[var])
     if env.get("PUBLIC_TOPICS", "").strip():
         values["public_topics"] = _list(env["PUBLIC_TOPICS"])
 
@@ -404,6 +438,7 @@ def validate(settings: Settings) -> None:
         )
     if settings.bus_catchup_concurrency < 1:
         raise ConfigError("BUS_CATCHUP_CONCURRENCY must be at least 1")
+    _validate_ingest(settings)
     if not settings.app_url.startswith(("http://", "https://")):
         raise ConfigError(f"APP_URL must start with http:// or https://, got {settings.app_url!r}")
     for origin in settings.cors_allowed_origins:
@@ -441,3 +476,35 @@ def validate(settings: Settings) -> None:
     if settings.sse_max_queued_events < settings.recovery_page_size:
         # a recovery page is queued in one piece before the reader gets to it
         raise ConfigError("SSE_MAX_QUEUED_EVENTS must be at least RECOVERY_PAGE_SIZE")
+
+
+# A Redis channel or stream name: printable, no spaces or commas (the lists are comma-separated).
+REDIS_NAME = re.compile(r"[!-+\--~]{1,200}")
+
+
+def _validate_ingest(settings: Settings) -> None:
+    url = settings.ingest_redis_url
+    if url and (problem := redis_url_problem(url)):
+        raise ConfigError(f"INGEST_REDIS_URL {problem}, got {redact_url(url)!r}")
+    named = settings.ingest_redis_channels or settings.ingest_redis_streams
+    if named and not settings.ingest_url:
+        raise ConfigError(
+            "INGEST_REDIS_CHANNELS and INGEST_REDIS_STREAMS need INGEST_REDIS_URL or REDIS_URL"
+        )
+    for var, names in (
+        ("INGEST_REDIS_CHANNELS", settings.ingest_redis_channels),
+        ("INGEST_REDIS_STREAMS", settings.ingest_redis_streams),
+    ):
+        for name in names:
+            if not REDIS_NAME.fullmatch(name):
+                raise ConfigError(f"{var} has an invalid name: {name!r}")
+    group = settings.ingest_stream_group
+    if not REDIS_NAME.fullmatch(group):
+        raise ConfigError(f"INGEST_STREAM_GROUP is not a valid name: {group!r}")
+    if settings.ingest_batch_size > 1000:
+        raise ConfigError(
+            f"INGEST_BATCH_SIZE must be at most 1000, got {settings.ingest_batch_size}"
+        )
+    if settings.ingest_max_deliveries < 2:
+        # one delivery is the first read: a message must survive one crash at least
+        raise ConfigError("INGEST_MAX_DELIVERIES must be at least 2")

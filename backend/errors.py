@@ -25,6 +25,10 @@ class Conflict(DomainError):
     status = 409
 
 
+class InProgress(Conflict):
+    """The first request with this Idempotency-Key has not committed yet: retry later."""
+
+
 class Forbidden(DomainError):
     code = "forbidden"
     status = 403

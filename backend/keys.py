@@ -9,6 +9,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import Settings
+from .ingest.messages import MessageHandler
 from .logs import Throttled
 from .realtime.bus import BusWatch
 from .realtime.cluster import Cluster
@@ -45,6 +46,10 @@ EVENTS = web.AppKey("events", EventIngest)
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 STREAMS = web.AppKey("streams", StreamHub)
 STREAM_TICKETS = web.AppKey("stream_tickets", TicketStore)
+# "<host>:<pid>:<random>": this process among others (cluster stats, the stream consumer name)
+PROCESS_ID = web.AppKey("process_id", str)
+# messages read from Redis channels and streams (present when some are configured)
+REDIS_INGEST = web.AppKey("redis_ingest", MessageHandler)
 # "database unavailable" from requests and socket events: a line per interval, not per request.
 UNAVAILABLE_LOG = web.AppKey("unavailable_log", Throttled)
 # name -> probe returning "ok" or the reason it is not; /health/ready runs them all.

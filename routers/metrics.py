@@ -69,6 +69,27 @@ class ServerCollector(Collector):
             yield dropped
         if keys.BUS in self.app:
             yield from bus_metrics(self.app[keys.BUS])
+        if keys.REDIS_INGEST in self.app:
+            redis = self.app[keys.REDIS_INGEST]
+            messages = CounterMetricFamily(
+                "notify_redis_messages", "messages read from Redis, by transport and outcome",
+                labels=["transport", "outcome"],
+            )  # fmt: skip
+            for (transport, outcome), count in sorted(redis.outcomes.items()):
+                messages.add_metric([transport, outcome], count)
+            yield messages
+            dropped = CounterMetricFamily(
+                "notify_redis_messages_dropped",
+                "Redis messages that were no CloudEvent or notification request, by reason",
+                labels=["reason"],
+            )
+            for reason, count in sorted(redis.drops.items()):
+                dropped.add_metric([reason], count)
+            yield dropped
+            yield CounterMetricFamily(
+                "notify_redis_dead_lettered", "stream messages moved to <stream>.dead",
+                value=redis.dead_lettered,
+            )  # fmt: skip
         yield GaugeMetricFamily(
             "notify_uptime_seconds", "seconds since start", value=stats["uptime_seconds"]
         )

@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import BindParameter
 from .. import codec
 from ..codec import SENDABLE_DEPTH
 from ..db import dialect_insert
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, InProgress, NotFound
 from ..models import IdempotencyKey, Notification, User, utcnow
 from ..realtime.notifier import Notifier
 from ..schemas import NotificationCreate, Preferences, isoformat
@@ -222,7 +222,7 @@ class NotificationService:
                 return _stored(rows, counts)
             except _KeyTaken:
                 continue
-        raise Conflict("a request with this Idempotency-Key is still in progress; retry")
+        raise InProgress("a request with this Idempotency-Key is still in progress; retry")
 
     async def _after_insert(
         self,
