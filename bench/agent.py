@@ -155,7 +155,17 @@ class Agent:
 
     def cmd_reset(self, _: dict[str, Any]) -> dict[str, Any]:
         self.sink.reset()
+        for conn in self.conns.values():
+            conn.got = 0
         return {"ok": True}
+
+    def cmd_tally(self, _: dict[str, Any]) -> dict[str, Any]:
+        """How many held connections received no notification, exactly one, or more, since
+        the last reset (the "every client, once" check of a fan-out)."""
+        tally = {"none": 0, "once": 0, "more": 0}
+        for conn in self.conns.values():
+            tally["none" if not conn.got else "once" if conn.got == 1 else "more"] += 1
+        return tally
 
     def cmd_status(self, _: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -174,6 +184,9 @@ class Agent:
         the queue it builds (no coordinated omission); `lag_ms` says how late our own sends were.
         """
         url = msg["url"]
+        # A fan-out's POSTs may go round-robin to several server processes (as behind a load
+        # balancer): chunk j of each publish goes to urls[j % len(urls)].
+        urls: list[str] = msg.get("urls") or [url]
         rate = float(msg["rate"])
         total = int(msg.get("count") or max(1, round(rate * float(msg["duration"]))))
         per_post = int(msg.get("recipients", 1))
@@ -195,11 +208,11 @@ class Agent:
 
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-            async def one(body: bytes, n: int) -> None:
+            async def one(body: bytes, n: int, target: str) -> None:
                 nonlocal delivered_expected
                 t = time.perf_counter()
                 try:
-                    async with session.post(url, data=body, headers=headers) as resp:
+                    async with session.post(target, data=body, headers=headers) as resp:
                         await resp.read()
                         key = str(resp.status)
                         if resp.status == 201:
@@ -211,13 +224,16 @@ class Agent:
 
             # Open the keep-alive connections before the clock starts: a burst of new
             # connections at a high rate overflows the server's listen backlog (SYN retries).
-            base = url.split("/api/", 1)[0]
+            bases = [u.split("/api/", 1)[0] for u in urls]
 
-            async def warm() -> None:
+            async def warm(base: str) -> None:
                 async with session.get(base + "/health/live") as resp:
                     await resp.read()
 
-            await asyncio.gather(*(warm() for _ in range(connector.limit)), return_exceptions=True)
+            await asyncio.gather(
+                *(warm(bases[i % len(bases)]) for i in range(connector.limit)),
+                return_exceptions=True,
+            )
             tasks: set[asyncio.Task[None]] = set()
             interval_ns = int(1e9 / rate)
             t0 = time.time_ns() + 20_000_000
@@ -249,10 +265,11 @@ class Agent:
                     # several POSTs sent at the same moment with the same bench_t.
                     size = int(msg.get("chunk") or len(recipients))
                     chunks = [recipients[j : j + size] for j in range(0, len(recipients), size)]
-                for part in chunks:
+                for j, part in enumerate(chunks):
                     if "topic" not in extra:
                         body["user_ids"] = part
-                    task = asyncio.create_task(one(orjson.dumps(body), len(part)))
+                    target = urls[j % len(urls)]
+                    task = asyncio.create_task(one(orjson.dumps(body), len(part), target))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
             send_s = time.perf_counter() - started
@@ -285,6 +302,7 @@ async def main_async(args: argparse.Namespace) -> None:
         "receipts": agent.cmd_receipts,
         "reset": agent.cmd_reset,
         "status": agent.cmd_status,
+        "tally": agent.cmd_tally,
     }
     async with asyncio.timeout(MAX_SECONDS):
         while True:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import Any
 
 import orjson
 
-from .servers import BENCH
+from .servers import BENCH, proc_rss_bytes
 
 
 class AgentProc:
@@ -130,6 +131,18 @@ class AgentPool:
     async def status(self) -> dict[str, int]:
         answers = await self.all_clients({"cmd": "status"})
         return {key: sum(a[key] for a in answers) for key in answers[0]}
+
+    async def tally(self) -> dict[str, int]:
+        answers = await self.all_clients({"cmd": "tally"})
+        return {key: sum(a[key] for a in answers) for key in answers[0]}
+
+    def rss_bytes(self) -> int:
+        """The client agents' resident memory (the load's own share of the machine)."""
+        total = 0
+        for agent in self.clients:
+            with contextlib.suppress(OSError):
+                total += proc_rss_bytes(agent.proc.pid)
+        return total
 
     async def reset(self) -> None:
         await self.all_clients({"cmd": "reset"})

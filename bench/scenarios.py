@@ -1,4 +1,4 @@
-"""The scenarios: connect-hold, fanout, targeted, targeted100, recovery.
+"""The scenarios: connect-hold, fanout, targeted, targeted100, recovery, scale.
 
 Each takes the options and one server name and returns rows (dicts) for the report. The server
 is started fresh for each scenario (and each N of connect-hold), pinned to `server_cpus`; the
@@ -22,7 +22,7 @@ from tests.servers import RedisServer, start_redis
 
 from .agent import make_token
 from .harness import AgentPool, percentile
-from .servers import Postgres, Running, start_server
+from .servers import Postgres, Running, proc_cpu_seconds, start_server
 
 Row = dict[str, Any]
 
@@ -87,10 +87,11 @@ class Env:
 
 @contextlib.asynccontextmanager
 async def session(
-    env: Env, name: str, n: int, prefix: str
+    env: Env, name: str, n: int, prefix: str, agents: int | None = None
 ) -> AsyncIterator[tuple[Running, AgentPool, Row]]:
     """A fresh server with n users connected (prefix0..), agents on the load cores."""
     opts = env.opts
+    agents = opts.agents if agents is None else agents
     running = await asyncio.to_thread(
         start_server,
         name,
@@ -107,7 +108,7 @@ async def session(
     try:
         await asyncio.sleep(0.5)
         pool = await AgentPool.start(
-            clients=max(1, min(opts.agents, n)),
+            clients=max(1, min(agents, n)),
             publishers=opts.publishers,
             secret=opts.secret,
             cpus=opts.load_cpus,
@@ -410,6 +411,113 @@ async def fanout_broadcast(env: Env, name: str) -> list[Row]:
     return await fanout(env, name, "broadcast", prepare=prepare)
 
 
+# One agent holds at most this many connections (the per-process limit here is 20,000 fds).
+AGENT_CONNECTIONS = 15_000
+
+
+def _mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+async def scale(env: Env, name: str) -> list[Row]:
+    """The small-box figure: N authenticated connections spread over `--procs` server processes
+    (one PostgreSQL, one Redis), held through two ping intervals, then one notification to all
+    N users (`user_ids` in POSTs of `--fanout-chunk`, round-robin over the processes as behind
+    a load balancer), and a check that every client got it exactly once."""
+    opts = env.opts
+    rows = []
+    for n in opts.n:
+        try:
+            rows.append(await _scale_one(env, name, n))
+        except Exception as exc:  # keep the sizes already measured
+            rows.append({"scenario": "scale", "server": name, "n": n, "error": repr(exc)})
+            opts.log(f"  {name} n={n} FAILED: {exc!r}")
+    return rows
+
+
+async def _scale_one(env: Env, name: str, n: int) -> Row:
+    opts = env.opts
+    procs = max(1, opts.procs)
+    # Every endpoint gets the same number of agents (agent i connects to endpoint i % procs),
+    # each agent on its own source address and under AGENT_CONNECTIONS.
+    per_endpoint = max(1, -(-opts.agents // procs), -(-n // (procs * AGENT_CONNECTIONS)))
+    agents = per_endpoint * procs
+    idle = opts.idle_seconds if opts.idle_seconds is not None else 2 * opts.ping_interval
+    prefix = f"s{n}u"
+    mem0 = _mem_available()
+    async with session(env, name, n, prefix, agents=agents) as (running, pool, conn):
+        connected = conn["connected"]
+        rss_each = running.rss_each()
+        opts.log(f"  {name} n={n}: {connected} connected in {conn['elapsed_s']:.1f} s")
+        meter = Meter(running)
+        redis_pid = env.redis.process.pid if env.redis is not None else None
+        redis0 = proc_cpu_seconds(redis_pid) if redis_pid else 0.0
+        await asyncio.sleep(idle)
+        cpu, db_cpu, wall = meter.read()
+        hold = await pool.status()
+        opts.log(f"  held {idle:.0f} s: {hold}")
+
+        await pool.reset()
+        meter = Meter(running)
+        redis1 = proc_cpu_seconds(redis_pid) if redis_pid else 0.0
+        url = "/api/v1/notifications"
+        sent = await pool.publish(
+            {"url": running.url() + url, "urls": [running.url(i) + url for i in range(procs)],
+             "rate": 1, "count": 1, "prefix": prefix, "start": 0, "pool": n, "all_users": True,
+             "request_timeout": 120, "drain_timeout": 120, "chunk": opts.fanout_chunk},
+            timeout=300,
+        )  # fmt: skip
+        expected = min(sent["deliveries_expected"], connected)
+        got = await pool.wait_received(expected, timeout=120) if expected else 0
+        await _settle(running, 1.0)  # duplicates, if any, arrive now
+        fan_cpu, fan_db_cpu, _ = meter.read()
+        redis2 = proc_cpu_seconds(redis_pid) if redis_pid else 0.0
+        rec = await pool.receipts()
+        tally = await pool.tally()
+        after = await pool.status()
+        lat = sorted(rec["latencies_us"])
+        row = {
+            "scenario": "scale",
+            "server": name,
+            "n": n,
+            "procs": procs,
+            "agents": agents,
+            "connected": connected,
+            "refused": conn["refused"],
+            "connect_s": round(conn["elapsed_s"], 1),
+            "connects_per_s": round(connected / conn["elapsed_s"]),
+            "rss_each_mb": [round(r / 2**20, 1) for r in rss_each],
+            "rss_mb": round(sum(rss_each) / 2**20, 1),
+            "rss_per_conn_kb": round((sum(rss_each) - conn["rss0"]) / max(1, connected) / 1024, 1),
+            "agents_rss_mb": round(pool.rss_bytes() / 2**20, 1),
+            "machine_mem_used_mb": round((mem0 - _mem_available()) / 2**20),
+            "idle_s": round(wall, 1),
+            "idle_cpu_pct": round(cpu / wall * 100, 1),
+            "idle_db_cpu_pct": round(db_cpu / wall * 100, 1),
+            "idle_redis_cpu_pct": round((redis1 - redis0) / wall * 100, 1),
+            "pings": hold["pings"],
+            "open_after_idle": hold["open"],
+            "drops": hold["dropped"],
+            "statuses": sent["statuses"],
+            "expected": expected,
+            "delivered": got,
+            "tally": tally,
+            "last_ms": round(lat[-1] / 1000, 1) if lat else None,
+            "p50_ms": round(percentile(lat, 0.5) / 1000, 1),
+            "fanout_cpu_s": round(fan_cpu, 2),
+            "fanout_db_cpu_s": round(fan_db_cpu, 2),
+            "fanout_redis_cpu_s": round(redis2 - redis1, 2),
+            "open_at_end": after["open"],
+            "drops_at_end": after["dropped"],
+        }
+        opts.log(f"  {row}")
+        return row
+
+
 SCENARIOS: dict[str, Callable[[Env, str], Awaitable[list[Row]]]] = {
     "connect-hold": connect_hold,
     "fanout": fanout_users,
@@ -417,4 +525,5 @@ SCENARIOS: dict[str, Callable[[Env, str], Awaitable[list[Row]]]] = {
     "targeted": targeted,
     "targeted100": targeted100,
     "recovery": recovery,
+    "scale": scale,
 }

@@ -149,6 +149,9 @@ class Running:
     def rss_bytes(self) -> int:
         return sum(proc_rss_bytes(p.pid) for p in self.procs if p.poll() is None)
 
+    def rss_each(self) -> list[int]:
+        return [proc_rss_bytes(p.pid) if p.poll() is None else 0 for p in self.procs]
+
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
 

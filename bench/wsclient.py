@@ -68,6 +68,7 @@ class Conn(asyncio.Protocol):
         "closing",
         "compress",
         "frag",
+        "got",
         "inflater",
         "handshake_done",
         "host",
@@ -104,6 +105,7 @@ class Conn(asyncio.Protocol):
         self.state = "http"  # http -> eio -> sio -> open -> closed
         self.closing = False
         self.last_seq = 0
+        self.got = 0  # notifications this connection received since the last reset
         self.transport: asyncio.Transport | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -214,6 +216,7 @@ class Conn(asyncio.Protocol):
         if p.startswith(NOTIFICATION):
             note = orjson.loads(p[18:-1])
             sink.received += 1
+            self.got += 1
             if not sink.first_recv_ns:
                 sink.first_recv_ns = now
             sink.last_recv_ns = now
