@@ -472,7 +472,8 @@ async def _scale_one(env: Env, name: str, n: int) -> Row:
             timeout=300,
         )  # fmt: skip
         expected = min(sent["deliveries_expected"], connected)
-        got = await pool.wait_received(expected, timeout=120) if expected else 0
+        # Bounded, but long enough to say how long it took when it misses 10 s.
+        got = await pool.wait_received(expected, timeout=max(60, n / 500)) if expected else 0
         await _settle(running, 1.0)  # duplicates, if any, arrive now
         fan_cpu, fan_db_cpu, _ = meter.read()
         redis2 = proc_cpu_seconds(redis_pid) if redis_pid else 0.0
@@ -490,6 +491,7 @@ async def _scale_one(env: Env, name: str, n: int) -> Row:
             "refused": conn["refused"],
             "connect_s": round(conn["elapsed_s"], 1),
             "connects_per_s": round(connected / conn["elapsed_s"]),
+            "connect_cpu_us": round((conn["cpu1"] - conn["cpu0"]) / max(1, connected) * 1e6),
             "rss_each_mb": [round(r / 2**20, 1) for r in rss_each],
             "rss_mb": round(sum(rss_each) / 2**20, 1),
             "rss_per_conn_kb": round((sum(rss_each) - conn["rss0"]) / max(1, connected) / 1024, 1),

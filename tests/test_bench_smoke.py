@@ -103,3 +103,27 @@ async def test_harness_scale_out_over_redis(server: str, tmp_path: Path) -> None
         assert fan["connected"] == N and fan["delivered"] == N, fan
     finally:
         env.close()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+async def test_scale_scenario_holds_every_connection_and_delivers_each_once(
+    tmp_path: Path,
+) -> None:
+    """The 100k scenario in small: connections over three processes held through two ping
+    intervals with no drop, then one notification to every user, each client getting it once."""
+    opts = _options(tmp_path)
+    opts.procs = 3
+    opts.agents = 3
+    opts.fanout_chunk = 40  # several POSTs, round-robin over the processes
+    env = Env(opts)
+    try:
+        [row] = await SCENARIOS["scale"](env, "ours")
+        assert row["procs"] == 3 and row["connected"] == N and row["refused"] == {}, row
+        assert row["open_after_idle"] == N and row["drops"] == 0, row
+        assert row["pings"] >= 2 * N, row  # two ping intervals, every client answered
+        assert row["statuses"] == {"201": 4}, row
+        assert row["delivered"] == N, row
+        assert row["tally"] == {"none": 0, "once": N, "more": 0}, row
+        assert row["open_at_end"] == N and row["drops_at_end"] == 0, row
+    finally:
+        env.close()
