@@ -60,6 +60,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     p.add_argument("--recovery-k", type=int, default=50)
     p.add_argument("--compress", action="store_true", help="offer permessage-deflate")
     p.add_argument("--procs", type=int, default=1, help="server processes (>1: over Redis)")
+    p.add_argument(
+        "--spread-posts",
+        action="store_true",
+        help="targeted/targeted100: POSTs round-robin over the --procs processes, not the first",
+    )
     p.add_argument("--database-url", default=None, help="ours: use this DB instead of a new PG")
     p.add_argument("--max-seconds", type=float, default=3600, help="the whole run's bound")
     p.add_argument("--json", type=Path, default=None, help="where to write the results")
@@ -81,6 +86,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
         recovery_k=args.recovery_k,
         database_url=args.database_url,
         procs=args.procs,
+        spread_posts=args.spread_posts,
         compress=args.compress,
     )
     if args.rates:

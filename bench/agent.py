@@ -185,7 +185,7 @@ class Agent:
         """
         url = msg["url"]
         # A fan-out's POSTs may go round-robin to several server processes (as behind a load
-        # balancer): chunk j of each publish goes to urls[j % len(urls)].
+        # balancer): chunk j of publish i goes to urls[(i + j) % len(urls)].
         urls: list[str] = msg.get("urls") or [url]
         rate = float(msg["rate"])
         total = int(msg.get("count") or max(1, round(rate * float(msg["duration"]))))
@@ -268,7 +268,7 @@ class Agent:
                 for j, part in enumerate(chunks):
                     if "topic" not in extra:
                         body["user_ids"] = part
-                    target = urls[j % len(urls)]
+                    target = urls[(i + j) % len(urls)]
                     task = asyncio.create_task(one(orjson.dumps(body), len(part), target))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)

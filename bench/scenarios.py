@@ -50,6 +50,7 @@ class Options:
     concurrency: int = 64
     compress: bool = False  # offer permessage-deflate (and let every server accept it)
     procs: int = 1  # server processes; > 1 joins them over a Redis the harness starts
+    spread_posts: bool = False  # rate ladders: POSTs round-robin over the processes
     secret: str = field(default_factory=lambda: secrets.token_hex(24))
     log: Callable[[str], None] = print
 
@@ -272,8 +273,11 @@ async def _rate_ladder(
         for rate in rates:
             await pool.reset()
             meter = Meter(running)
+            path = "/api/v1/notifications"
+            urls = [running.url(i) + path for i in range(len(running.endpoints))]
             sent = await pool.publish(
-                {"url": running.url() + "/api/v1/notifications", "rate": rate,
+                {"url": running.url() + path, "urls": urls if opts.spread_posts else None,
+                 "rate": rate,
                  "duration": opts.duration, "prefix": f"t{recipients}u", "start": 0, "pool": n,
                  "recipients": recipients, "request_timeout": 30, "drain_timeout": 60},
                 timeout=opts.duration + 120,
