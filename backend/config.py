@@ -164,6 +164,9 @@ class Settings:
     ingest_dead_max_length: int = 10_000
     # the longest wait between tries while Redis or the database is away
     ingest_retry_max_seconds: float = 10.0
+    # one process of the cluster consumes each channel, holding a lease this long in Redis,
+    # renewed every third of it; a holder that died is replaced within about this time
+    ingest_channel_lease_seconds: float = 5.0
 
     @property
     def ingest_url(self) -> str | None:
@@ -265,6 +268,7 @@ _FLOAT_SETTINGS = {
     "BUS_RETRY_MAX_SECONDS": "bus_retry_max_seconds",
     "INGEST_CLAIM_IDLE_SECONDS": "ingest_claim_idle_seconds",
     "INGEST_RETRY_MAX_SECONDS": "ingest_retry_max_seconds",
+    "INGEST_CHANNEL_LEASE_SECONDS": "ingest_channel_lease_seconds",
 }
 _BOOL_SETTINGS = {
     "AUTO_MIGRATE": "auto_migrate",
@@ -478,6 +482,11 @@ def validate(settings: Settings) -> None:
         raise ConfigError("SSE_MAX_QUEUED_EVENTS must be at least RECOVERY_PAGE_SIZE")
 
 
+# INGEST_CHANNEL_LEASE_SECONDS bounds: renewals every third of it; a dead holder's channel is
+# deaf for up to the lease.
+MIN_CHANNEL_LEASE_SECONDS = 1.0
+MAX_CHANNEL_LEASE_SECONDS = 300.0
+
 # A Redis channel or stream name: printable, no spaces or commas (the lists are comma-separated).
 REDIS_NAME = re.compile(r"[!-+\--~]{1,200}")
 
@@ -504,6 +513,13 @@ def _validate_ingest(settings: Settings) -> None:
     if settings.ingest_batch_size > 1000:
         raise ConfigError(
             f"INGEST_BATCH_SIZE must be at most 1000, got {settings.ingest_batch_size}"
+        )
+    lease = settings.ingest_channel_lease_seconds
+    if not MIN_CHANNEL_LEASE_SECONDS <= lease <= MAX_CHANNEL_LEASE_SECONDS:
+        # renewed every third of it: a round trip to Redis must fit with room to spare
+        raise ConfigError(
+            f"INGEST_CHANNEL_LEASE_SECONDS must be between {MIN_CHANNEL_LEASE_SECONDS:g} and "
+            f"{MAX_CHANNEL_LEASE_SECONDS:g}, got {lease:g}"
         )
     if settings.ingest_max_deliveries < 2:
         # one delivery is the first read: a message must survive one crash at least

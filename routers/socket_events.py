@@ -47,6 +47,18 @@ class NotificationNamespace(socketio.AsyncNamespace):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """Every connect is answered: admitted, or refused with its reason. A fault of ours is
+        one log line and a refusal too; python-socketio would leave that connect unanswered
+        until the client timed out (and call the handler again on a TypeError)."""
+        try:
+            await self._connect(sid, environ, auth)
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except Exception:
+            log.exception("connect of %s failed", sid)
+            raise refuse("server error; retry later") from None
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         app = self.app
         settings = app[keys.SETTINGS]
         connect_bucket = app[keys.CONNECT_BUCKET]

@@ -46,6 +46,8 @@ def build(
             channels=settings.ingest_redis_channels,
             handler=handler,
             retry_max_seconds=settings.ingest_retry_max_seconds,
+            process_id=consumer,
+            lease_seconds=settings.ingest_channel_lease_seconds,
         )
         loops["redis-channels"] = subscriber.run()
     if settings.ingest_redis_streams:

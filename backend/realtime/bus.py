@@ -71,6 +71,9 @@ class BusWatch:
         self.timeout = timeout
         self.concurrency = concurrency
         self._clock = clock
+        # A message can reach Redis up to a publish timeout after a later seq was sent here:
+        # a catch-up starts from what was sent before that (each session's floor, delivery.py).
+        control.settle_seconds = 2 * timeout
         host = manager.host_id.encode()
         self._canary = BUS_PREFIX + CANARY + b" " + host
         self._gap_notice = BUS_PREFIX + GAP + b" " + host
@@ -177,9 +180,26 @@ class BusWatch:
                 self._manager.thread = self._manager.server.start_background_task(
                     self._manager._thread
                 )
+            await self._follow_primary()
             await self._publish_canary()
             self._evaluate()
             await asyncio.sleep(self.interval)
+
+    async def _follow_primary(self) -> None:
+        """With Sentinel, the canary alone cannot see a process left on the demoted primary (its
+        publisher and subscriber both there, it hears itself but no one hears it): each interval
+        the manager drops connections that are not on the primary the sentinels name. What was
+        published there may have reached no other process, and what the others published may
+        not have reached this one: a gap on both sides."""
+        try:
+            stray = await self._manager.stray_connections()
+        except Exception as exc:  # the sentinels away: the canary judges the bus meanwhile
+            log.debug("could not ask the sentinels for the primary: %s", describe(exc))
+            return
+        if stray:
+            log.warning("bus connections left on %s, not the primary: reconnecting", stray[0])
+            self._control.open_gap()
+            self._lost += 1  # the gap notice goes out through the new primary
 
     async def _publish_canary(self) -> None:
         try:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import orjson
 import socketio
 from engineio import packet as eio_packet
+from redis.asyncio.sentinel import SentinelConnectionPool
 from socketio import packet
 
 from .fast import text_frame, write_now
@@ -47,8 +49,18 @@ class DeliveryControl:
         self.buckets: dict[str, TokenBucket] = {}
         self.missed: dict[str, int] = {}
         self.last_unread: dict[str, Any] = {}
-        # the highest seq each session was sent: where it catches up from after a bus gap
+        # the highest seq each session was sent
         self.sent_seq: dict[str, int] = {}
+        # Where a session catches up from after a bus gap: not its highest seq, since another
+        # process's earlier seq may still be on its way through Redis when a later one was
+        # sent here (a publish retried on a new connection, a failover). Seqs sent within the
+        # last `settle_seconds` stay in `recent`; older ones are settled, their highest the floor.
+        self.settle_seconds = 6.0
+        # A live one that arrives again (a publish retried after it got through, or one that a
+        # catch-up already sent from the database) is dropped: `seen` has the recent ones.
+        self.recent: dict[str, deque[tuple[float, int]]] = {}
+        self.seen: dict[str, set[int]] = {}
+        self.settled: dict[str, int] = {}
         # While the bus may be losing messages: each session's highest seq when it began, and
         # what was sent since (this process's own emits still go out at once), so the catch-up
         # starts before the gap and skips what the session already has.
@@ -84,20 +96,64 @@ class DeliveryControl:
             if sid not in self.gap_floor:  # connected during the gap: from its first seq
                 self.gap_floor[sid] = self.sent_seq.get(sid, seq)
             self.sent_in_gap.setdefault(sid, set()).add(seq)
+        now = self.clock()
+        recent = self.recent.get(sid)
+        if recent is None:
+            recent = self.recent[sid] = deque()
+            self.seen[sid] = set()
+        recent.append((now, seq))
+        self.seen[sid].add(seq)
+        self._settle(sid, now)
         if seq > self.sent_seq.get(sid, -1):
             self.sent_seq[sid] = seq
+
+    def _settle(self, sid: str, now: float) -> None:
+        recent = self.recent.get(sid)
+        if recent is None:
+            return
+        while recent and recent[0][0] < now - self.settle_seconds:
+            _, seq = recent.popleft()
+            if seq > self.settled.get(sid, -1):
+                self.settled[sid] = seq
+            if all(seq != other for _, other in recent):
+                self.seen[sid].discard(seq)
+        if not recent:
+            del self.recent[sid]
+            del self.seen[sid]
+
+    def already_sent(self, sid: str, seq: int) -> bool:
+        """Sent to this session within the settle time: a live copy again is a duplicate."""
+        seen = self.seen.get(sid)
+        return seen is not None and seq in seen
+
+    def floor(self, sid: str) -> tuple[int | None, set[int]]:
+        """Where this session catches up from (None: not sent anything yet), and the seqs past
+        that it already has."""
+        if sid not in self.sent_seq:
+            return None, set()
+        self._settle(sid, self.clock())
+        seqs = {seq for _, seq in self.recent.get(sid, ())}
+        settled = self.settled.get(sid)
+        if settled is None:  # everything it was sent is recent, its baseline first
+            return min(seqs) - 1, seqs
+        return settled, {seq for seq in seqs if seq > settled}
 
     def open_gap(self) -> None:
         if not self.gap_open:
             self.gap_open = True
-            self.gap_floor = dict(self.sent_seq)
+            self.gap_floor = {}
             self.sent_in_gap = {}
+            for sid in self.sent_seq:
+                floor, sent = self.floor(sid)
+                if floor is not None:
+                    self.gap_floor[sid] = floor
+                    self.sent_in_gap[sid] = sent
 
     def close_gap(self, sid: str) -> tuple[int | None, set[int]]:
         """Where this session catches up from, and the seqs it already has past that."""
-        floor = self.gap_floor.pop(sid, None)
-        sent = self.sent_in_gap.pop(sid, set())
-        return (self.sent_seq.get(sid) if floor is None else floor), sent
+        if sid in self.gap_floor:
+            return self.gap_floor.pop(sid), self.sent_in_gap.pop(sid, set())
+        return self.floor(sid)
 
     def end_gap(self) -> None:
         self.gap_open = False
@@ -106,6 +162,9 @@ class DeliveryControl:
 
     def forget(self, sid: str) -> None:
         self.sent_seq.pop(sid, None)
+        self.recent.pop(sid, None)
+        self.seen.pop(sid, None)
+        self.settled.pop(sid, None)
         self.gap_floor.pop(sid, None)
         self.sent_in_gap.pop(sid, None)
         self.holding.pop(sid, None)
@@ -233,7 +292,10 @@ class DeliveryMixin(socketio.AsyncManager):
             picked: list[int] = []
             for index, (event, data) in enumerate(messages):
                 if event == NOTIFICATION:
+                    seq = data.get("seq") if isinstance(data, dict) else None
                     if room != sid:
+                        if isinstance(seq, int) and control.already_sent(sid, seq):
+                            continue  # a copy of one it has (see DeliveryControl.seen)
                         held = control.holding.get(sid)
                         if held is not None:
                             held.append(data)
@@ -241,7 +303,7 @@ class DeliveryMixin(socketio.AsyncManager):
                         if not control.admit(sid):
                             self._coalesce(sid, namespace, room)
                             continue
-                    if isinstance(data, dict) and isinstance(seq := data.get("seq"), int):
+                    if isinstance(seq, int):
                         control.note_sent(sid, seq)
                 picked.append(index)
             if not picked:
@@ -361,6 +423,32 @@ class RedisManager(socketio.AsyncRedisManager, DeliveryMixin):
             self._redis_connect()
         async with asyncio.timeout(self.publish_timeout):
             await self.redis.publish(self.channel, payload)
+
+    async def stray_connections(self) -> list[str]:
+        """With Sentinel: drop every connection (publisher and subscriber) that is not on the
+        primary the sentinels name now, and say where they were.
+
+        After a failover a connection can stay on the demoted primary, now a replica: a PUBLISH
+        there reaches only that node's subscribers, and a subscriber there still hears its own
+        process (so its canary comes back) but not the processes on the new primary. Dropped,
+        each one reconnects through the sentinels: the publisher on its next publish, the
+        subscriber through the listener's retry (a subscribe, so a catch-up)."""
+        pool = getattr(self.redis, "connection_pool", None)
+        if not isinstance(pool, SentinelConnectionPool):
+            return []
+        async with asyncio.timeout(self.publish_timeout):
+            host, port = await pool.sentinel_manager.discover_master(pool.service_name)
+        primary = (str(host), int(port))
+        connections = [*pool._available_connections, *pool._in_use_connections]
+        places = [
+            (str(getattr(connection, "host", "")), int(getattr(connection, "port", 0)))
+            for connection in connections
+            if connection.is_connected
+        ]
+        stray = [f"{host}:{port}" for host, port in places if (host, port) != primary]
+        if stray:
+            await pool.disconnect(inuse_connections=True)
+        return stray
 
     async def _publish(self, data: Any) -> Any:
         watch = self.watch
