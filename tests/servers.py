@@ -177,20 +177,28 @@ def start_redis(cpus: str | None = None, *extra: str, port: int | None = None) -
     return _spawn_redis(command, port)
 
 
-def _spawn_redis(command: list[str], port: int) -> RedisServer:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
+def listening(port: int, process: subprocess.Popen[Any], timeout: float = 15) -> bool:
+    """Whether `process` listens on the loopback `port` within `timeout`; False as soon as it
+    exits. A process that does not make it is killed."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return RedisServer(port, process)
+                return True
         except OSError:
             if process.poll() is not None:
                 break
             time.sleep(0.05)
     process.kill()
     process.wait(timeout=10)
-    raise RuntimeError(f"{command[0]} did not start on port {port}")
+    return False
+
+
+def _spawn_redis(command: list[str], port: int) -> RedisServer:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not listening(port, process):
+        raise RuntimeError(f"{command[0]} did not start on port {port}")
+    return RedisServer(port, process)
 
 
 SENTINEL_SERVICE = "notifications"

@@ -9,10 +9,8 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from backend.security import SCOPE_PUBLISH, TokenVerifier
 
 from ..conftest import TEST_SECRET, Recorder, create_pg_database
 from ..processes import ROOT, ServerProcess, server_env, start_server
-from ..servers import PostgresServer, RedisServer, free_port
+from ..servers import PostgresServer, RedisServer, free_port, listening
 
 DEPLOYED = ROOT / "deploy" / "nginx.conf"
 # Each client from its own loopback address, as real clients come from theirs: the upstream is
@@ -122,17 +120,8 @@ def start_nginx(directory: Path, upstreams: list[int]) -> Nginx:
     test = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=30)
     assert test.returncode == 0, test.stderr
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return Nginx(port, process, access_log)
-        except OSError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.05)
-    process.kill()
-    process.wait(timeout=10)
+    if listening(port, process):
+        return Nginx(port, process, access_log)
     raise RuntimeError(f"nginx did not start: {(directory / 'error.log').read_text()}")
 
 

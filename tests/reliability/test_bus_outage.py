@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,8 +17,8 @@ import redis.asyncio as redis
 
 from backend.config import ConfigError, load_settings
 
-from ..conftest import TEST_SECRET, Recorder, RunningServer, create_pg_database, make_settings
-from ..servers import PostgresServer, RedisServer, free_port, start_redis
+from ..conftest import TEST_SECRET, Recorder, RunningServer
+from ..servers import RedisServer, free_port, start_redis
 
 Cluster = Callable[[str], Awaitable[RunningServer]]
 USERS = ("alice", "bob")
@@ -35,21 +34,18 @@ def bus_redis() -> Iterator[list[RedisServer]]:
         holder[0].stop()
 
 
+# Several processes share one database: PostgreSQL only (SQLite is one process).
+on_postgresql = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
 @pytest.fixture
-async def cluster(pg_server: PostgresServer, tmp_path: Path) -> AsyncIterator[Cluster]:
+def cluster(make_server: Callable[..., Awaitable[RunningServer]]) -> Cluster:
     """Server processes (in this test's loop, each on its own port) on one PostgreSQL."""
-    database_url = await create_pg_database(pg_server)
-    started: list[RunningServer] = []
 
     async def start(redis_url: str) -> RunningServer:
-        running = RunningServer(make_settings(database_url, tmp_path, redis_url=redis_url))
-        started.append(running)
-        await running.start()
-        return running
+        return await make_server(redis_url=redis_url)
 
-    yield start
-    for running in started:
-        await running.close()
+    return start
 
 
 async def ready(server: RunningServer) -> tuple[int, dict[str, Any]]:
@@ -136,6 +132,7 @@ async def metrics(server: RunningServer) -> str:
         return await response.text()
 
 
+@on_postgresql
 async def test_killed_subscriptions_lose_nothing_and_ready_is_503_while_deaf(
     bus_redis: list[RedisServer], cluster: Cluster
 ) -> None:
@@ -175,6 +172,7 @@ async def test_killed_subscriptions_lose_nothing_and_ready_is_503_while_deaf(
     assert metric(text, "notify_bus_catch_up_notifications_total") >= 1
 
 
+@on_postgresql
 async def test_redis_stopped_and_restarted_loses_nothing_and_delivery_resumes_within_2_s(
     bus_redis: list[RedisServer], cluster: Cluster
 ) -> None:
@@ -206,6 +204,7 @@ async def test_redis_stopped_and_restarted_loses_nothing_and_delivery_resumes_wi
     await assert_every_client_has_every_notification_once_in_order(clients, created, sources)
 
 
+@on_postgresql
 async def test_a_process_started_while_redis_is_down_serves_reports_and_joins_later(
     cluster: Cluster,
 ) -> None:

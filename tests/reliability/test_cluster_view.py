@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -230,23 +227,6 @@ async def test_the_per_user_cap_holds_across_processes_under_concurrent_connects
                 await recorder.client.disconnect()
 
 
-def restart_redis(server: RedisServer) -> RedisServer:
-    """redis-server again on the same port (an outage, then the same address comes back)."""
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    command = [binary, "--port", str(server.port), "--bind", "127.0.0.1", "--save", ""]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=0.5):
-                return RedisServer(server.port, process)
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError("redis-server did not start again")
-
-
 async def test_connects_work_on_the_process_cap_while_redis_is_away_and_the_view_returns(
     make_server: MakeServer, own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -270,7 +250,7 @@ async def test_connects_work_on_the_process_cap_while_redis_is_away_and_the_view
         lost = [r for r in caplog.records if "cluster view unavailable" in r.getMessage()]
         assert len(lost) == 1  # said once, not per connect or per beat
 
-        back = await asyncio.to_thread(restart_redis, own_redis)
+        back = await asyncio.to_thread(start_redis, port=own_redis.port)
 
         async def written_again() -> bool:
             status, stats = await a.request("GET", STATS, **ADMIN)  # type: ignore[arg-type]
