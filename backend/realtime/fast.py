@@ -18,10 +18,6 @@ from typing import Any
 from aiohttp.web import WebSocketResponse
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
-from ..codec import OrjsonModule
-
-__all__ = ["OrjsonModule", "UncompressedWebSocket", "WriterQueue", "text_frame", "write_now"]
-
 # Past this many bytes waiting in a socket's transport, frames queue (and the writer awaits drain).
 WRITE_BUFFER_LIMIT = 64 * 1024
 

@@ -6,11 +6,12 @@ import socketio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from ..codec import OrjsonModule
 from ..config import Settings
 from ..logs import library_logger
 from .delivery import DeliveryControl, LocalManager, RedisManager
 from .engine import SocketTable
-from .fast import OrjsonModule, UncompressedWebSocket, WriterQueue
+from .fast import UncompressedWebSocket, WriterQueue
 from .guard import GuardedServer, ProtocolGuard
 
 
