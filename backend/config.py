@@ -294,8 +294,14 @@ _STR_SETTINGS = {
 }
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the environment; raise ConfigError with a one-line reason."""
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, create_secret: bool = True
+) -> Settings:
+    """Read and validate the environment; raise ConfigError with a one-line reason.
+
+    `create_secret=False` (the `token` command) refuses to generate the embedded default's
+    secret: a token signed with a secret no server uses would be refused with no clue why.
+    """
     env = dict(os.environ if environ is None else environ)
     values: dict[str, Any] = {}
 
@@ -378,12 +384,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     settings = Settings(**values)
     if settings.jwt_secret is None and settings.jwt_public_key is None:
-        settings = _with_embedded_secret(settings)
+        settings = _with_embedded_secret(settings, create=create_secret)
     validate(settings)
     return settings
 
 
-def _with_embedded_secret(settings: Settings) -> Settings:
+def _with_embedded_secret(settings: Settings, *, create: bool = True) -> Settings:
     """On the embedded default, generate a secret once and keep it beside the database."""
     path = settings.sqlite_path
     if path is None:
@@ -394,6 +400,12 @@ def _with_embedded_secret(settings: Settings) -> Settings:
     try:
         if secret_file.exists():
             secret = secret_file.read_text().strip()
+        elif not create:
+            raise ConfigError(
+                f"no server secret at {secret_file.resolve()}: start the server once "
+                "(python -m backend) from the folder that holds its data/, or point "
+                "DATABASE_URL at that database, or set JWT_SECRET"
+            )
         else:
             secret_file.parent.mkdir(parents=True, exist_ok=True)
             secret = secrets.token_urlsafe(48)

@@ -66,3 +66,22 @@ async def test_python_m_backend_serves_sqlite_migrated_and_prints_how_to_get_a_t
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_token_from_another_folder_refuses_instead_of_minting_for_a_new_secret(
+    tmp_path: Path,
+) -> None:
+    """Run where no server ever started, `token` says where it looked; it makes no secret."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in ("JWT_SECRET", "JWT_PUBLIC_KEY", "DATABASE_URL"):
+        env.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "backend", "token", "--sub", "alice"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    secret_file = tmp_path / "data" / "notifications.db.jwt-secret"
+    assert f"no server secret at {secret_file}" in result.stderr
+    assert "python -m backend" in result.stderr
+    assert not secret_file.exists()
