@@ -19,6 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..codec import OrjsonModule
+from ..errors import Invalid
 from ..models import Notification, TopicSubscription, User, utcnow
 from ..schemas import NotificationCreate, Preferences
 from . import preferences as preference_service
@@ -235,10 +236,17 @@ async def store(
     requests: Sequence[NotificationCreate],
     after_insert: AfterInsert,
     publishers: Sequence[str | None],
+    *,
+    max_recipients: int | None = None,
 ) -> tuple[list[list[StoredNotification]], dict[str, int]]:
     """Insert one notification per recipient of each request (`publishers[i]` published
-    `requests[i]`). Returns the rows per request and each recipient's unread count after them."""
+    `requests[i]`). Returns the rows per request and each recipient's unread count after them.
+    More than `max_recipients` in all (topics resolved) is `Invalid`, before anything is written."""
     audiences = [await recipients(session, request) for request in requests]
+    total = sum(len(audience) for audience in audiences)
+    if max_recipients is not None and total > max_recipients:
+        message = f"{total} recipients in all; the limit is {max_recipients}"
+        raise Invalid(message, details=[{"loc": ["items"], "msg": message, "type": "too_long"}])
     wanted = Counter(uid for audience in audiences for uid in audience)
     if not wanted:
         return [[] for _ in requests], {}
