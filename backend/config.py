@@ -83,6 +83,9 @@ class Settings:
     # a notification's `data`: bytes of its compact JSON encoding
     max_data_bytes: int = 16 * 1024
     idempotency_ttl_hours: float = 24.0
+    # POST /notifications/batch: items per request, and recipients of all its items together
+    max_batch_items: int = 1000
+    max_batch_recipients: int = 10_000
     # SIGTERM to exit, whatever the clients do; in-flight requests that finish in it do
     shutdown_grace_seconds: float = 5.0
     # the longest wait between tries of a background task while the database is away
@@ -227,6 +230,8 @@ def _list(raw: str) -> tuple[str, ...]:
 _INT_SETTINGS = {
     "MAX_BODY_BYTES": "max_body_bytes",
     "MAX_DATA_BYTES": "max_data_bytes",
+    "MAX_BATCH_ITEMS": "max_batch_items",
+    "MAX_BATCH_RECIPIENTS": "max_batch_recipients",
     "MAX_CONNECTIONS_PER_USER": "max_connections_per_user",
     "EVENT_BURST": "event_burst",
     "MAX_PAYLOAD_BYTES": "max_payload_bytes",

@@ -250,6 +250,44 @@ class PublishHeaders(BaseModel):
     idempotency_key: IdempotencyKey | None = Field(default=None, alias="Idempotency-Key")
 
 
+class BatchItem(NotificationCreate):
+    """One notification of a batch, with its own optional idempotency key."""
+
+    idempotency_key: IdempotencyKey | None = Field(
+        default=None,
+        description="like the Idempotency-Key header of a single publish, and shared with it: "
+        "a retry of this item returns its first result",
+    )
+
+    def request(self) -> NotificationCreate:
+        """The item as a single publish request (so its hash is the single publish's); built
+        from the validated fields, not validated again."""
+        fields = {name: getattr(self, name) for name in NotificationCreate.model_fields}
+        return NotificationCreate.model_construct(**fields)
+
+
+class BatchCreate(Strict):
+    """Up to MAX_BATCH_ITEMS notifications, stored in one transaction: all or none."""
+
+    items: list[BatchItem] = Field(
+        min_length=1,
+        description="at most MAX_BATCH_ITEMS (default 1000), with at most MAX_BATCH_RECIPIENTS "
+        "(default 10000) recipients in all; idempotency keys unique within the batch",
+    )
+
+
+class BatchResult(BaseModel):
+    status: Literal["created", "replayed"] = Field(
+        description="created: stored now; replayed: its idempotency key was used before with "
+        "the same item, and this is that first result"
+    )
+    notifications: list[NotificationOut]
+
+
+class BatchAnswer(BaseModel):
+    results: list[BatchResult] = Field(description="one per item, in the items' order")
+
+
 # -- Socket.IO event payloads ------------------------------------------------------------------
 
 RoomName = Annotated[str, StringConstraints(min_length=1, max_length=200)]

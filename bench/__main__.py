@@ -65,7 +65,13 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
         action="store_true",
         help="targeted/targeted100: POSTs round-robin over the --procs processes, not the first",
     )
-    p.add_argument("--database-url", default=None, help="ours: use this DB instead of a new PG")
+    p.add_argument(
+        "--database-url",
+        default=None,
+        help="ours: use this DB instead of a new PG; `sqlite`: a new SQLite file per server",
+    )
+    p.add_argument("--batch-size", type=int, default=100, help="items per batch POST")
+    p.add_argument("--batch-rates", type=_floats, default=None, help="batch POSTs/s")
     p.add_argument("--max-seconds", type=float, default=3600, help="the whole run's bound")
     p.add_argument("--json", type=Path, default=None, help="where to write the results")
     args = p.parse_args(argv)
@@ -93,6 +99,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
         opts.rates = args.rates
     if args.rates100:
         opts.rates100 = args.rates100
+    opts.batch_size = args.batch_size
+    if args.batch_rates:
+        opts.batch_rates = args.batch_rates
     return args, opts
 
 

@@ -245,6 +245,19 @@ class Agent:
                     await asyncio.sleep((due - now) / 1e9)
                     now = time.time_ns()
                 max_lag_ns = max(max_lag_ns, now - due)
+                if batch := int(msg.get("batch") or 0):
+                    # One POST /notifications/batch of `batch` items, each to one random user,
+                    # of four types (ours only).
+                    items = [
+                        {"user_ids": [users[rng.randrange(len(users))]], "type": f"bench.{k % 4}",
+                         "title": "t", "body": "b", "data": {"bench_t": due}}
+                        for k in range(batch)
+                    ]  # fmt: skip
+                    target = urls[i % len(urls)]
+                    task = asyncio.create_task(one(orjson.dumps({"items": items}), batch, target))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    continue
                 if msg.get("all_users"):
                     recipients = users
                 elif per_post == 1:

@@ -43,6 +43,8 @@ class Options:
     duration: float = 5.0
     rates: list[float] = field(default_factory=lambda: [250, 500, 1000, 2000, 3000, 4000])
     rates100: list[float] = field(default_factory=lambda: [10, 25, 50, 100, 200])
+    batch_size: int = 100  # items per POST /notifications/batch
+    batch_rates: list[float] = field(default_factory=lambda: [5, 10, 25, 50, 100])
     p99_limit_ms: float = 50.0
     recovery_n: int = 1000
     recovery_k: int = 50
@@ -264,7 +266,7 @@ async def fanout(
 
 
 async def _rate_ladder(
-    env: Env, name: str, recipients: int, rates: list[float], scenario: str
+    env: Env, name: str, recipients: int, rates: list[float], scenario: str, batch: int = 0
 ) -> list[Row]:
     opts = env.opts
     rows: list[Row] = []
@@ -273,13 +275,14 @@ async def _rate_ladder(
         for rate in rates:
             await pool.reset()
             meter = Meter(running)
-            path = "/api/v1/notifications"
+            path = "/api/v1/notifications/batch" if batch else "/api/v1/notifications"
             urls = [running.url(i) + path for i in range(len(running.endpoints))]
             sent = await pool.publish(
                 {"url": running.url() + path, "urls": urls if opts.spread_posts else None,
                  "rate": rate,
                  "duration": opts.duration, "prefix": f"t{recipients}u", "start": 0, "pool": n,
-                 "recipients": recipients, "request_timeout": 30, "drain_timeout": 60},
+                 "recipients": recipients, "batch": batch, "request_timeout": 30,
+                 "drain_timeout": 60},
                 timeout=opts.duration + 120,
             )  # fmt: skip
             expected = sent["deliveries_expected"]
@@ -292,7 +295,7 @@ async def _rate_ladder(
                 "server": name,
                 "n": n,
                 "rate_posts_s": rate,
-                "rate_deliveries_s": rate * recipients,
+                "rate_deliveries_s": rate * (batch or recipients),
                 "posts": sent["posts"],
                 "statuses": sent["statuses"],
                 "expected": expected,
@@ -324,6 +327,15 @@ async def targeted(env: Env, name: str) -> list[Row]:
 
 async def targeted100(env: Env, name: str) -> list[Row]:
     return await _rate_ladder(env, name, 100, env.opts.rates100, "targeted100")
+
+
+async def batch(env: Env, name: str) -> list[Row]:
+    """POST /notifications/batch, `batch_size` single-recipient items of four types each, as an
+    open-loop ladder of batches per second (ours only: the references have no batch API)."""
+    if name != "ours":
+        return [{"scenario": "batch", "server": name, "skipped": "no batch endpoint"}]
+    opts = env.opts
+    return await _rate_ladder(env, name, 1, opts.batch_rates, "batch", batch=opts.batch_size)
 
 
 async def recovery(env: Env, name: str) -> list[Row]:
@@ -531,5 +543,6 @@ SCENARIOS: dict[str, Callable[[Env, str], Awaitable[list[Row]]]] = {
     "targeted": targeted,
     "targeted100": targeted100,
     "recovery": recovery,
+    "batch": batch,
     "scale": scale,
 }

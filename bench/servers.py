@@ -198,6 +198,9 @@ def start_server(
     env["PER_MESSAGE_DEFLATE"] = "1" if compress else "0"
     side: Callable[[], list[int]] = list
     if name == "ours":
+        if database_url == "sqlite":  # a new SQLite file per server start, as PG's databases
+            folder = Path(tempfile.mkdtemp(prefix="bench-sqlite-"))
+            database_url = f"sqlite+aiosqlite:///{folder / 'ours.db'}"
         if database_url is None:
             if postgres is None:
                 raise ValueError("ours needs postgres or database_url")

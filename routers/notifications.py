@@ -8,6 +8,8 @@ from backend import keys
 from backend.codec import encoded_size
 from backend.errors import Invalid
 from backend.schemas import (
+    BatchAnswer,
+    BatchCreate,
     ListQuery,
     MarkRead,
     NotificationCreate,
@@ -61,6 +63,54 @@ async def create_notifications(request: web.Request) -> web.Response:
     if created.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+@api.route(
+    "POST",
+    "/notifications/batch",
+    body=BatchCreate,
+    response=BatchAnswer,
+    status=201,
+    scope=SCOPE_PUBLISH,
+    tags=TAGS,
+    errors={
+        409: "an item's idempotency key was used with another item, or its first request "
+        "still runs; nothing was stored"
+    },
+)
+async def create_batch(request: web.Request) -> web.Response:
+    """Publish many notifications in one transaction: all stored, or none (any invalid item is a
+    422 for the whole batch, naming each failing item in `details`); a result per item."""
+    claims = authenticate(request, SCOPE_PUBLISH)
+    body = await parse_body(request, BatchCreate)
+    settings = request.app[keys.SETTINGS]
+    if len(body.items) > settings.max_batch_items:
+        message = f"{len(body.items)} items; the limit is {settings.max_batch_items}"
+        raise Invalid(message, details=[{"loc": ["items"], "msg": message, "type": "too_long"}])
+    details: list[dict[str, object]] = []
+    first_with: dict[str, int] = {}
+    for number, item in enumerate(body.items):
+        size = encoded_size(item.data)
+        if size > settings.max_data_bytes:
+            message = f"data is {size} bytes encoded; the limit is {settings.max_data_bytes}"
+            details.append({"loc": ["items", number, "data"], "msg": message, "type": "too_long"})
+        key = item.idempotency_key
+        if key is not None and first_with.setdefault(key, number) != number:
+            message = f"the same idempotency key as items[{first_with[key]}]"
+            loc = ["items", number, "idempotency_key"]
+            details.append({"loc": loc, "msg": message, "type": "duplicate"})
+    if details:
+        raise Invalid(f"{len(details)} invalid item(s); nothing was stored", details=details)
+    results = await request.app[keys.NOTIFICATIONS].create_batch(
+        publisher=claims.sub,
+        items=[(item.request(), item.idempotency_key) for item in body.items],
+        max_recipients=settings.max_batch_recipients,
+    )
+    answer = [
+        {"status": "replayed" if r.replayed else "created", "notifications": r.notifications}
+        for r in results
+    ]
+    return json_response({"results": answer}, status=201)
 
 
 @api.route(

@@ -35,7 +35,9 @@ def _options(tmp_path: Path) -> Options:
         rates100=[5.0],
         recovery_n=50,
         recovery_k=5,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'bench.db'}",
+        batch_size=10,
+        batch_rates=[5.0],
+        database_url="sqlite",  # a new SQLite file per server start
         log=lambda _: None,
     )
 
@@ -79,6 +81,13 @@ async def test_harness_delivers_everything(server: str, tmp_path: Path) -> None:
 
         [hundred] = await SCENARIOS["targeted100"](env, server)
         assert hundred["delivered"] == hundred["expected"] == 500, hundred
+
+        [batch] = await SCENARIOS["batch"](env, server)
+        if server == "ours":
+            assert batch["posts"] == 5 and batch["statuses"] == {"201": 5}, batch
+            assert batch["delivered"] == batch["expected"] == 50, batch
+        else:
+            assert batch["skipped"]
 
         [rec] = await SCENARIOS["recovery"](env, server)
         if server == "ours":

@@ -8,9 +8,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import BindParameter
 
@@ -153,6 +153,12 @@ class Backlog:
 
 BATCHES_IN_FLIGHT = 3
 
+# A batch's idempotency keys get their notification ids in one executemany.
+_KEYS = cast(Table, IdempotencyKey.__table__)  # Core, not ORM: a plain executemany
+_SET_KEY_IDS = (
+    update(_KEYS).where(_KEYS.c.id == bindparam("key_id")).values(notification_ids=bindparam("ids"))
+)
+
 
 class NotificationService:
     """Creates, lists and changes notifications; emits only after the commit."""
@@ -223,6 +229,134 @@ class NotificationService:
             except _KeyTaken:
                 continue
         raise InProgress("a request with this Idempotency-Key is still in progress; retry")
+
+    async def create_batch(
+        self,
+        *,
+        publisher: str,
+        items: Sequence[tuple[NotificationCreate, str | None]],
+        max_recipients: int,
+    ) -> list[Created]:
+        """Store every item (a request and its optional idempotency key) in one transaction:
+        all or none. An item whose key was used before with the same request is replayed (its
+        first result); with another request, the whole batch is a Conflict. Emits after the
+        commit, as single publishes do."""
+        for _attempt in range(3):
+            try:
+                results, pending = await self._store_items(publisher, items, max_recipients)
+            except _KeyTaken:
+                continue
+            await self.announce(pending)
+            return results
+        raise InProgress("a request with one of these idempotency keys is still in progress")
+
+    async def _store_items(
+        self,
+        publisher: str,
+        items: Sequence[tuple[NotificationCreate, str | None]],
+        max_recipients: int,
+    ) -> tuple[list[Created], _Stored]:
+        digests = {key: request_hash(request) for request, key in items if key is not None}
+        async with self._sessionmaker.begin() as session:
+            known = await self._known_keys(session, publisher, list(digests))
+            replays: dict[str, list[int]] = {}
+            for number, (_request, key) in enumerate(items):
+                if key is None or key not in known:
+                    continue
+                first_hash, ids = known[key]
+                if first_hash != digests[key]:
+                    raise Conflict(
+                        f"items[{number}]: this idempotency key was already used with a "
+                        "different notification; nothing was stored",
+                        details={"item": number, "idempotency_key": key},
+                    )
+                replays[key] = ids
+            fresh = [(request, key) for request, key in items if key is None or key not in known]
+            # Keys first, as a single publish claims its key before it locks its users: the
+            # same order everywhere, so a batch and a publish sharing a key and a user never
+            # deadlock. Sorted, so two batches sharing keys take them in the same order.
+            claimed = await self._claim_keys(
+                session, publisher, sorted({k for _, k in fresh if k is not None}), digests
+            )
+            grouped, counts = await store.store(
+                session,
+                [request for request, _ in fresh],
+                self._after_insert,
+                [publisher] * len(fresh),
+                max_recipients=max_recipients,
+            )
+            kept = [
+                {"key_id": claimed[key], "ids": [row.id for row in rows]}
+                for (_, key), rows in zip(fresh, grouped, strict=True)
+                if key is not None
+            ]
+            if kept:
+                await session.execute(_SET_KEY_IDS, kept)
+            replayed = await self._replayed(session, replays)
+        pending = [_stored(rows, counts) for rows in grouped]
+        stored = iter(pending)
+        results = [replayed[key] if key in replayed else next(stored).created for _, key in items]
+        everything = _Stored(
+            Created([p for one in pending for p in one.created.notifications]),
+            {user: count for one in pending for user, count in one.counts.items()},
+            [pushed for one in pending for pushed in one.pushed],
+        )
+        return results, everything
+
+    @staticmethod
+    async def _known_keys(
+        session: AsyncSession, owner: str, keys: list[str]
+    ) -> dict[str, tuple[str, list[int]]]:
+        if not keys:
+            return {}
+        rows = await session.execute(
+            select(
+                IdempotencyKey.key, IdempotencyKey.request_hash, IdempotencyKey.notification_ids
+            ).where(IdempotencyKey.owner == owner, IdempotencyKey.key.in_(keys))
+        )
+        return {key: (digest, list(ids or [])) for key, digest, ids in rows}
+
+    @staticmethod
+    async def _claim_keys(
+        session: AsyncSession, owner: str, keys: list[str], digests: dict[str, str]
+    ) -> dict[str, int]:
+        """Insert the keys (one statement); a key another request took meanwhile: _KeyTaken."""
+        if not keys:
+            return {}
+        now = utcnow()
+        values = [
+            {
+                "owner": owner,
+                "key": key,
+                "request_hash": digests[key],
+                "notification_ids": [],
+                "created_at": now,
+            }
+            for key in keys
+        ]
+        statement = (
+            dialect_insert(session)(IdempotencyKey)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["owner", "key"])
+            .returning(IdempotencyKey.key, IdempotencyKey.id)
+        )
+        claimed: dict[str, int] = dict((await session.execute(statement)).tuples().all())
+        if len(claimed) < len(keys):
+            raise _KeyTaken
+        return claimed
+
+    @staticmethod
+    async def _replayed(session: AsyncSession, replays: dict[str, list[int]]) -> dict[str, Created]:
+        """The first results of replayed keys, in one query."""
+        if not replays:
+            return {}
+        wanted = sorted({i for ids in replays.values() for i in ids})
+        rows = await session.execute(select(*WIRE_COLUMNS).where(Notification.id.in_(wanted)))
+        by_id = {row.id: notification_json(row) for row in rows}
+        return {
+            key: Created([by_id[i] for i in sorted(ids) if i in by_id], replayed=True)
+            for key, ids in replays.items()
+        }
 
     async def _after_insert(
         self,
