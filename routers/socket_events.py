@@ -171,8 +171,14 @@ class NotificationNamespace(socketio.AsyncNamespace):
             self.server.start_background_task(self._recover_on_connect, sid, claims.sub, last_seq)
 
     async def on_disconnect(self, sid: str, reason: str | None = None) -> None:
-        self._forget(sid)
-        log.debug("disconnected %s: %s", sid, reason)
+        connection = self.app[keys.CONNECTIONS].get(sid)
+        tokens = SID.set(sid), USER_ID.set(connection.user_id if connection else None)
+        try:
+            self._forget(sid)
+            log.debug("disconnected %s: %s", sid, reason)
+        finally:
+            SID.reset(tokens[0])
+            USER_ID.reset(tokens[1])
 
     def _forget(self, sid: str) -> None:
         self.app[keys.CONNECTIONS].disconnect(sid)
