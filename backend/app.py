@@ -22,6 +22,7 @@ from .db import create_engine, create_sessionmaker, is_unavailable
 from .email.worker import EmailWorker
 from .events.mappings import load_mappings
 from .logs import Throttled, install_client_error_filter
+from .metrics import Metrics
 from .realtime.bus import BusWatch
 from .realtime.cluster import Cluster
 from .realtime.connections import ConnectionManager
@@ -48,12 +49,15 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     engine = create_engine(settings)
+    app[keys.METRICS].watch_engine(engine)
     if settings.auto_migrate:
         await migrate.upgrade(engine)
     sessionmaker = create_sessionmaker(engine)
     app[keys.ENGINE] = engine
     app[keys.SESSIONMAKER] = sessionmaker
-    service = NotificationService(sessionmaker=sessionmaker, notifier=app[keys.NOTIFIER])
+    service = NotificationService(
+        sessionmaker=sessionmaker, notifier=app[keys.NOTIFIER], metrics=app[keys.METRICS]
+    )
     app[keys.NOTIFICATIONS] = service
     app[keys.USERS] = UserDirectory(sessionmaker)
     app[keys.EVENTS] = EventIngest(
@@ -260,7 +264,9 @@ async def email_worker_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.email_worker_enabled:
         yield
         return
-    worker = EmailWorker(sessionmaker=app[keys.SESSIONMAKER], settings=settings)
+    worker = EmailWorker(
+        sessionmaker=app[keys.SESSIONMAKER], settings=settings, metrics=app[keys.METRICS]
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop=stop), name="email-worker")
     yield
@@ -360,12 +366,14 @@ def create_app(settings: Settings) -> web.Application:
         unsubscribe,
         websocket_admin,
     )
+    from routers.access import access_middleware, add_request_id
     from routers.deadlines import body_deadline_middleware
     from routers.http import error_middleware
     from routers.socket_events import NotificationNamespace
 
     app = web.Application(
         middlewares=[
+            access_middleware,
             error_middleware,
             body_deadline_middleware(settings.request_body_timeout_seconds),
         ],
@@ -375,6 +383,7 @@ def create_app(settings: Settings) -> web.Application:
         handler_args={"keepalive_timeout": settings.request_header_timeout_seconds},
     )
     app[keys.SETTINGS] = settings
+    app[keys.METRICS] = Metrics(max_types=settings.metrics_max_types)
     install_client_error_filter()
     app[keys.SHUTDOWN] = ShutdownClock(settings.shutdown_grace_seconds)
     app[keys.UNAVAILABLE_LOG] = Throttled(
@@ -450,6 +459,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(email_worker_ctx)
     app.cleanup_ctx.append(redis_ingest_ctx)
     app.on_shutdown.append(mark_shutdown)
+    app.on_response_prepare.append(add_request_id)
     app.on_shutdown.append(shutdown_sockets)
 
     route_sets = [

@@ -61,6 +61,14 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "INFO"
+    # `json`, `text`, or `auto`: JSON unless stderr is a terminal
+    log_format: str = "auto"
+    # /metrics: a bearer token it requires, and/or a listener of its own (on metrics_host)
+    metrics_token: Secret | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    # distinct notification types labelled in metrics; the rest count as "other"
+    metrics_max_types: int = 50
     auto_migrate: bool = True
     jwt_secret: Secret | None = None
     jwt_public_key: str | None = None
@@ -332,6 +340,18 @@ def load_settings(
     if level not in logging.getLevelNamesMapping():
         raise ConfigError(f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got {level!r}")
     values["log_level"] = level
+    log_format = env.get("LOG_FORMAT", "auto").strip().lower() or "auto"
+    if log_format not in {"auto", "json", "text"}:
+        raise ConfigError(f"LOG_FORMAT must be json, text or auto, got {log_format!r}")
+    values["log_format"] = log_format
+    if env.get("METRICS_PORT", "").strip():
+        values["metrics_port"] = _int("METRICS_PORT", env["METRICS_PORT"], minimum=1, maximum=65535)
+    if env.get("METRICS_HOST", "").strip():
+        values["metrics_host"] = env["METRICS_HOST"].strip()
+    if env.get("METRICS_MAX_TYPES", "").strip():
+        values["metrics_max_types"] = _int(
+            "METRICS_MAX_TYPES", env["METRICS_MAX_TYPES"], minimum=1, maximum=1000
+        )
 
     for var, attr in _INT_SETTINGS.items():
         if env.get(var, "").strip():
@@ -354,6 +374,7 @@ def load_settings(
         ("ADMIN_UI_PASSWORD", "admin_ui_password"),
         ("UNSUBSCRIBE_SECRET", "unsubscribe_secret"),
         ("DAPR_API_TOKEN", "dapr_api_token"),
+        ("METRICS_TOKEN", "metrics_token"),
     ):
         if env.get(var):
             values[attr] = Secret(env[var])
@@ -431,6 +452,10 @@ def _with_embedded_secret(settings: Settings, *, create: bool = True) -> Setting
 
 def validate(settings: Settings) -> None:
     """Fail fast on values that would only break later."""
+    if settings.metrics_token is not None and len(settings.metrics_token.get()) < 16:
+        raise ConfigError("METRICS_TOKEN must be at least 16 characters")
+    if settings.metrics_port is not None and settings.metrics_port == settings.port:
+        raise ConfigError("METRICS_PORT must differ from PORT")
     unknown = set(settings.jwt_algorithms) - ALLOWED_JWT_ALGORITHMS
     if unknown or not settings.jwt_algorithms:
         raise ConfigError(

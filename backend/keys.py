@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from .config import Settings
 from .ingest.messages import MessageHandler
 from .logs import Throttled
+from .metrics import Metrics
 from .realtime.bus import BusWatch
 from .realtime.cluster import Cluster
 from .realtime.connections import ConnectionManager
@@ -51,6 +52,7 @@ PROCESS_ID = web.AppKey("process_id", str)
 # messages read from Redis channels and streams (present when some are configured)
 REDIS_INGEST = web.AppKey("redis_ingest", MessageHandler)
 # "database unavailable" from requests and socket events: a line per interval, not per request.
+METRICS = web.AppKey("metrics", Metrics)
 UNAVAILABLE_LOG = web.AppKey("unavailable_log", Throttled)
 # name -> probe returning "ok" or the reason it is not; /health/ready runs them all.
 READY_PROBES = web.AppKey("ready_probes", dict[str, Callable[[], Awaitable[str]]])

@@ -1,16 +1,28 @@
-"""Prometheus metrics, read from the live state at scrape time (one registry per app)."""
+"""Prometheus metrics: live state read at scrape time (ServerCollector) plus the counters and
+histograms of backend.metrics, in one registry per app; each process is scraped on its own.
+
+/metrics is served to a bearer METRICS_TOKEN when one is set, on a listener of its own when
+METRICS_PORT is set, and otherwise only to a loopback peer that came through no proxy."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hmac
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from backend import keys
 from backend.realtime.bus import BusWatch
+from backend.security import bearer_token
+
+log = logging.getLogger(__name__)
+# A proxy in front says where the request came from: such a request is not a local one.
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 
 
 class ServerCollector(Collector):
@@ -45,6 +57,27 @@ class ServerCollector(Collector):
             "notify_socket_direct_writes", "writes straight to an idle websocket",
             value=self.app[keys.DELIVERY].direct_writes,
         )  # fmt: skip
+        control = self.app[keys.DELIVERY]
+        yield CounterMetricFamily(
+            "notify_socket_coalesced", "events not sent to a session over its outbound rate "
+            "(it got one unread_count instead)", value=control.coalesced,
+        )  # fmt: skip
+        if keys.RECOVERY in self.app:
+            recoveries = CounterMetricFamily(
+                "notify_recoveries", "recoveries by last_seq or catch-up, by outcome "
+                "(recovered, too_far, failed, deferred)", labels=["outcome"],
+            )  # fmt: skip
+            for outcome, count in self.app[keys.RECOVERY].outcomes.items():
+                recoveries.add_metric([outcome], count)
+            yield recoveries
+        if keys.ENGINE in self.app:
+            pool = self.app[keys.ENGINE].pool
+            checked_out = getattr(pool, "checkedout", None)
+            if checked_out is not None:
+                yield GaugeMetricFamily(
+                    "notify_db_pool_in_use", "database connections checked out of the pool",
+                    value=checked_out(),
+                )  # fmt: skip
         yield CounterMetricFamily(
             "notify_connections_opened", "sessions opened", value=stats["total_connections"]
         )
@@ -114,13 +147,72 @@ def bus_metrics(bus: BusWatch) -> Iterator[Metric]:
         yield CounterMetricFamily(name, documentation, value=value)
 
 
-def setup_metrics(app: web.Application) -> None:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServerCollector(app))
+def _from_loopback(request: web.Request) -> bool:
+    if any(header in request.headers for header in PROXY_HEADERS):
+        return False
+    try:
+        return ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return False
 
-    async def metrics(_request: web.Request) -> web.Response:
+
+def _token_ok(request: web.Request, expected: str) -> bool:
+    offered = bearer_token(request.headers.get("Authorization")) or ""
+    return hmac.compare_digest(offered.encode(), expected.encode())
+
+
+def setup_metrics(app: web.Application) -> None:
+    settings = app[keys.SETTINGS]
+    registry = app[keys.METRICS].registry
+    registry.register(ServerCollector(app))
+    token = settings.metrics_token.get() if settings.metrics_token is not None else None
+
+    def answer() -> web.Response:
         response = web.Response(body=generate_latest(registry))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
+    async def metrics(request: web.Request) -> web.Response:
+        """The main listener's /metrics."""
+        if token is not None:
+            if not _token_ok(request, token):
+                response = web.json_response(
+                    {"error": {"code": "unauthorized", "message": "metrics token required",
+                               "details": None}}, status=401,
+                )  # fmt: skip
+                response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+                return response
+        elif settings.metrics_port is not None or not _from_loopback(request):
+            # Served elsewhere, or asked through a proxy or from another host without a token.
+            raise web.HTTPNotFound()
+        return answer()
+
     app.router.add_get("/metrics", metrics)
+    if settings.metrics_port is not None:
+        app.cleanup_ctx.append(_metrics_listener(answer, token))
+
+
+def _metrics_listener(
+    answer: Callable[[], web.Response], token: str | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A second listener (METRICS_HOST:METRICS_PORT) that serves /metrics and nothing else."""
+
+    async def listener(app: web.Application) -> AsyncIterator[None]:
+        settings = app[keys.SETTINGS]
+
+        async def metrics(request: web.Request) -> web.Response:
+            if token is not None and not _token_ok(request, token):
+                raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+            return answer()
+
+        side = web.Application()
+        side.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(side, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port)
+        await site.start()
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+        yield
+        await runner.cleanup()
+
+    return listener

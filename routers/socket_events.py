@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from backend import codec, keys
 from backend.db import RETRY_AFTER_SECONDS, is_unavailable
 from backend.errors import Conflict, DomainError, Invalid
+from backend.logs import SID, USER_ID
 from backend.realtime.connections import ClientConnection
 from backend.realtime.engine import end_for_reconnect
 from backend.realtime.notifier import user_room
@@ -31,10 +32,38 @@ def error(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
-def refuse(reason: str, **data: Any) -> socketio.exceptions.ConnectionRefusedError:
-    if data:
-        return socketio.exceptions.ConnectionRefusedError(reason, data)
-    return socketio.exceptions.ConnectionRefusedError(reason)
+def refuse(
+    reason: str, *, kind: str | None = None, **data: Any
+) -> socketio.exceptions.ConnectionRefusedError:
+    """`kind` is the reason's label in notify_refusals_total, when its message does not say."""
+    exc = (
+        socketio.exceptions.ConnectionRefusedError(reason, data)
+        if data
+        else socketio.exceptions.ConnectionRefusedError(reason)
+    )
+    if kind is not None:
+        exc.refusal_kind = kind  # type: ignore[attr-defined]
+    return exc
+
+
+# A refusal's label in metrics, from its message's start (see _connect).
+_REFUSAL_PREFIXES = (
+    ("server busy", "connect_rate"),
+    ("invalid auth", "payload"),
+    ("too many connections", "per_user_cap"),
+    (DB_UNAVAILABLE, "unavailable"),
+)
+
+
+def refusal_reason(exc: socketio.exceptions.ConnectionRefusedError) -> str:
+    kind = getattr(exc, "refusal_kind", None)
+    if kind is not None:
+        return str(kind)
+    message = str(exc.error_args.get("message", "")) if exc.error_args else ""
+    for prefix, reason in _REFUSAL_PREFIXES:
+        if message.startswith(prefix):
+            return reason
+    return "invalid"
 
 
 class NotificationNamespace(socketio.AsyncNamespace):
@@ -50,13 +79,19 @@ class NotificationNamespace(socketio.AsyncNamespace):
         """Every connect is answered: admitted, or refused with its reason. A fault of ours is
         one log line and a refusal too; python-socketio would leave that connect unanswered
         until the client timed out (and call the handler again on a TypeError)."""
+        sid_token = SID.set(sid)
+        user_token = USER_ID.set(None)
         try:
             await self._connect(sid, environ, auth)
-        except socketio.exceptions.ConnectionRefusedError:
+        except socketio.exceptions.ConnectionRefusedError as exc:
+            self.app[keys.METRICS].refused(refusal_reason(exc))
             raise
         except Exception:
             log.exception("connect of %s failed", sid)
             raise refuse("server error; retry later") from None
+        finally:
+            SID.reset(sid_token)
+            USER_ID.reset(user_token)
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         app = self.app
@@ -78,7 +113,8 @@ class NotificationNamespace(socketio.AsyncNamespace):
         try:
             claims = app[keys.VERIFIER].verify(token)
         except AuthError as exc:
-            raise refuse(exc.reason) from None
+            raise refuse(exc.reason, kind="auth") from None
+        USER_ID.set(claims.sub)
         last_seq = auth.get("last_seq")
         if last_seq is not None and (
             not isinstance(last_seq, int)
@@ -135,8 +171,14 @@ class NotificationNamespace(socketio.AsyncNamespace):
             self.server.start_background_task(self._recover_on_connect, sid, claims.sub, last_seq)
 
     async def on_disconnect(self, sid: str, reason: str | None = None) -> None:
-        self._forget(sid)
-        log.debug("disconnected %s: %s", sid, reason)
+        connection = self.app[keys.CONNECTIONS].get(sid)
+        tokens = SID.set(sid), USER_ID.set(connection.user_id if connection else None)
+        try:
+            self._forget(sid)
+            log.debug("disconnected %s: %s", sid, reason)
+        finally:
+            SID.reset(tokens[0])
+            USER_ID.reset(tokens[1])
 
     def _forget(self, sid: str) -> None:
         self.app[keys.CONNECTIONS].disconnect(sid)
@@ -148,6 +190,7 @@ class NotificationNamespace(socketio.AsyncNamespace):
         more than the cap; told why and closed next. One still connecting refuses itself."""
         if not old.live:
             return
+        self.app[keys.METRICS].refused("per_user_cap")
         self.server.manager.basic_leave_room(old.sid, self.namespace, user_room(old.user_id))
         self.server.start_background_task(self._drop, old.sid)
 
@@ -178,10 +221,12 @@ class NotificationNamespace(socketio.AsyncNamespace):
                 # A fault of ours: the client refetches over REST (reconnecting would only
                 # meet it again).
                 log.exception("recovery failed for %s", sid)
+                self.app[keys.RECOVERY].outcomes["failed"] += 1
                 failed = {"recovered": False, "count": 0, "last_seq": last_seq}
                 await self.emit("recovery", {**failed, "reason": "recovery failed"}, to=sid)
                 return
             self.app[keys.UNAVAILABLE_LOG].warning("recovery deferred: %s", DB_UNAVAILABLE)
+            self.app[keys.RECOVERY].outcomes["deferred"] += 1
             # Not "too far behind": the client keeps its last_seq. The transport is then closed
             # as on shutdown (end_for_reconnect), so the official clients reconnect on their
             # own, with backoff and the same last_seq, and recovery runs again.
@@ -214,6 +259,14 @@ class NotificationNamespace(socketio.AsyncNamespace):
         return await self._dispatch(event, sid, data)
 
     async def _dispatch(self, event: str, sid: str, data: Any) -> dict[str, Any]:
+        sid_token, user_token = SID.set(sid), USER_ID.set(None)
+        try:
+            return await self._handle(event, sid, data)
+        finally:
+            SID.reset(sid_token)
+            USER_ID.reset(user_token)
+
+    async def _handle(self, event: str, sid: str, data: Any) -> dict[str, Any]:
         app = self.app
         connections = app[keys.CONNECTIONS]
         connections.record_event_in(sid)
@@ -224,6 +277,7 @@ class NotificationNamespace(socketio.AsyncNamespace):
             if limiter.abusive(sid):
                 log.warning("disconnecting %s: sustained event flood", sid)
                 self.server.start_background_task(self.server.disconnect, sid)
+            app[keys.METRICS].refused("rate")
             return error("rate_limited", "too many events; slow down")
         handler = getattr(self, f"handle_{event}", None)
         if handler is None:
@@ -238,9 +292,11 @@ class NotificationNamespace(socketio.AsyncNamespace):
         except (TypeError, ValueError):
             return error("invalid_payload", "the payload is not JSON")
         if size > limit:
+            app[keys.METRICS].refused("payload")
             return error("payload_too_large", f"payload is {size} bytes; the limit is {limit}")
         try:
             session = await self.get_session(sid)
+            USER_ID.set(session["claims"].sub)  # reset by _dispatch
             return await handler(sid, session["claims"], data)
         except ValidationError as exc:
             first = exc.errors()[0]

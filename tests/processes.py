@@ -24,6 +24,8 @@ def server_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
         "JWT_SECRET": TEST_SECRET,
         "EMAIL_OUTBOX_DIR": str(tmp_path / "outbox"),
         "PYTHONUNBUFFERED": "1",
+        # readable lines, as on a terminal (the tests grep them); JSON is tested on its own
+        "LOG_FORMAT": "text",
     }
     env.update(extra)
     return env

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..config import Settings
 from ..db import is_unavailable
+from ..metrics import Metrics
 from ..models import EmailLog, utcnow
 from ..services.digests import queue_digests
 from . import queue, tokens
@@ -33,8 +35,10 @@ class EmailWorker:
         transport: Transport | None = None,
         batch_size: int = 10,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._metrics = metrics or Metrics()
         self._settings = settings
         self.transport = transport or make_transport(settings)
         self._batch_size = batch_size
@@ -94,9 +98,11 @@ class EmailWorker:
             await self._settle(row, now, queue.SKIPPED, failed_reason=composed)
             return
         assert row.recipient is not None
+        started = time.perf_counter()
         try:
             await self.transport.send(composed.message, recipient=row.recipient)
         except DeliveryError as exc:
+            self._metrics.email_send.observe(time.perf_counter() - started)
             await self._failed_attempt(row, exc, fixed_now)
             return
         except Exception as exc:  # unexpected: count it as an attempt rather than wait a lease
@@ -104,6 +110,7 @@ class EmailWorker:
             reason = f"unexpected error: {exc!r}"
             await self._failed_attempt(row, DeliveryError(reason, permanent=False), fixed_now)
             return
+        self._metrics.email_send.observe(time.perf_counter() - started)
         done = fixed_now or utcnow()
         await self._settle(
             row, done, queue.SENT, sent_at=done, subject=composed.subject, failed_reason=None
@@ -127,6 +134,8 @@ class EmailWorker:
         async with self._sessionmaker.begin() as session:
             if not await queue.settle(session, row, now=now, status=status, **values):
                 log.warning("email %s was reclaimed by another worker; outcome dropped", row.id)
+                return
+        self._metrics.emails.labels("retry" if status == queue.QUEUED else status).inc()
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
         """Poll until `stop` is set (checked between batches) or cancelled; digests each minute.

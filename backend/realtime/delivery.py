@@ -68,6 +68,7 @@ class DeliveryControl:
         self.gap_floor: dict[str, int] = {}
         self.sent_in_gap: dict[str, set[int]] = {}
         self.events_out = 0
+        self.coalesced = 0  # events not sent to a session over its outbound rate (read by /metrics)
         self.direct_writes = 0  # writes straight to a socket (fast.write_now), one per session
         # sid -> the stream that takes that session's deliveries instead of a socket (sse.py)
         self.streams: dict[str, StreamSink] = {}
@@ -335,6 +336,7 @@ class DeliveryMixin(socketio.AsyncManager):
         control = self.delivery
         first = sid not in control.missed
         control.missed[sid] = control.missed.get(sid, 0) + 1
+        control.coalesced += 1
         if first:
             delay = control.buckets[sid].wait_time()
             asyncio.get_running_loop().call_later(

@@ -48,6 +48,8 @@ class Recovery:
         self._fetch = fetch
         self._page_size = page_size
         self._max = max_notifications
+        # by outcome, read by /metrics: recovered, too_far (here); failed, deferred (callers)
+        self.outcomes = {"recovered": 0, "too_far": 0, "failed": 0, "deferred": 0}
 
     def hold(self, sid: str) -> None:
         """Call before the session joins its room (or at once for a running session)."""
@@ -68,6 +70,7 @@ class Recovery:
                 # Too far behind (or from another database): the client refetches over REST.
                 self._control.release(sid)
                 self._control.note_sent(sid, last_seq)
+                self.outcomes["too_far"] += 1
                 return RecoveryResult(False, 0, last_seq)
             while True:
                 fresh = [item for item in page if item["seq"] not in skip] if skip else page
@@ -92,6 +95,7 @@ class Recovery:
         # No await since the last take_held() came back empty: nothing can be left behind.
         self._control.release(sid)
         self._control.note_sent(sid, max(cursor, after_seq))  # where a later catch-up starts
+        self.outcomes["recovered"] += 1
         return RecoveryResult(True, sent, max(cursor, after_seq))
 
     async def _send(self, sid: str, items: list[dict[str, Any]]) -> None:

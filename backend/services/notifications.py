@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -18,6 +19,7 @@ from .. import codec
 from ..codec import SENDABLE_DEPTH
 from ..db import dialect_insert
 from ..errors import Conflict, InProgress, NotFound
+from ..metrics import Metrics
 from ..models import IdempotencyKey, Notification, User, utcnow
 from ..realtime.notifier import Notifier
 from ..schemas import NotificationCreate, Preferences, isoformat
@@ -87,6 +89,8 @@ class _Stored:
     created: Created
     counts: dict[str, int]
     pushed: list[tuple[str, dict[str, Any]]]
+    # when it was built: right after the commit for `create` (perf_counter, for metrics)
+    at: float = field(default_factory=time.perf_counter)
 
 
 # What `store_in` gives back: the stored notifications (`.created.notifications`, the wire
@@ -164,10 +168,15 @@ class NotificationService:
     """Creates, lists and changes notifications; emits only after the commit."""
 
     def __init__(
-        self, *, sessionmaker: async_sessionmaker[AsyncSession], notifier: Notifier
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        notifier: Notifier,
+        metrics: Metrics | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._notifier = notifier
+        self._metrics = metrics or Metrics()
         self.created_total = 0  # read by /metrics
         # Batches in flight lock their users in id order, so they cannot deadlock, and a user's
         # seqs still follow commit order (a later batch waits on the earlier one's row lock).
@@ -176,8 +185,14 @@ class NotificationService:
         )
 
     async def create(
-        self, *, publisher: str, request: NotificationCreate, idempotency_key: str | None = None
+        self,
+        *,
+        publisher: str,
+        request: NotificationCreate,
+        idempotency_key: str | None = None,
+        source: str = "token",
     ) -> Created:
+        """`source` is the publisher's kind for metrics: token, api_key, event, channel, stream."""
         if idempotency_key is None:
             stored = await self._group.submit((publisher, request))
         else:
@@ -185,7 +200,7 @@ class NotificationService:
                 publisher=publisher, request=request, idempotency_key=idempotency_key
             )
         if not stored.created.replayed:
-            await self.announce(stored)
+            await self.announce(stored, source=source, committed_at=stored.at)
         return stored.created
 
     async def store_in(
@@ -197,10 +212,17 @@ class NotificationService:
         [rows], counts = await store.store(session, [request], self._after_insert, [publisher])
         return _stored(rows, counts)
 
-    async def announce(self, pending: Pending) -> None:
-        """Emit what a committed `store_in` (or create) stored: persist first, broadcast second."""
+    async def announce(
+        self, pending: Pending, *, source: str = "event", committed_at: float | None = None
+    ) -> None:
+        """Emit what a committed `store_in` (or create) stored: persist first, broadcast second.
+        Without `committed_at`, the caller's commit has just returned."""
+        started = time.perf_counter() if committed_at is None else committed_at
         self.created_total += len(pending.created.notifications)
+        self._metrics.notifications_stored(pending.created.notifications, source)
         await self._broadcast(pending.pushed, pending.counts)
+        if pending.pushed:
+            self._metrics.commit_to_emit.observe(time.perf_counter() - started)
 
     async def _store_batch(self, items: list[tuple[str, NotificationCreate]]) -> list[_Stored]:
         """One transaction for every request in the batch (see batching.GroupCommit)."""

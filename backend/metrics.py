@@ -1,0 +1,119 @@
+"""The metrics this process records as things happen (one registry per application).
+
+Each process serves its own registry: Prometheus scrapes every process (each on its own PORT or
+METRICS_PORT) and sums them in queries; nothing is shared between processes. Counters read from
+live state at scrape time (connections, deliveries, the bus) are in routers/metrics.py; the ones
+here are incremented where the event happens, once per request, notification or email, never
+per delivered event.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Why a client was refused (a socket connect or event, a REST request).
+REFUSAL_REASONS = ("rate", "per_user_cap", "connect_rate", "payload", "auth", "unavailable")
+# Who created a notification: the publisher's kind (see notifications.publisher_kind).
+SOURCES = ("token", "api_key", "event", "channel", "stream")
+OTHER = "other"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_SEND_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The counters and histograms; `registry` is what /metrics serves (with the collector)."""
+
+    def __init__(self, *, max_types: int = 50) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.max_types = max_types
+        self._types: set[str] = set()
+        self.http_requests = Counter(
+            "notify_http_requests", "HTTP requests answered, by method, route template and status",
+            ["method", "route", "status"], registry=r,
+        )  # fmt: skip
+        self.http_latency = Histogram(
+            "notify_http_request_duration_seconds", "time to answer an HTTP request, by route",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.created = Counter(
+            "notify_notifications_stored",
+            "notifications stored, by type (capped, the rest `other`) and source",
+            ["type", "source"], registry=r,
+        )  # fmt: skip
+        self.commit_to_emit = Histogram(
+            "notify_publish_commit_to_emit_seconds",
+            "from a publish's commit to its events handed to the sockets (or the bus)",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.commit_to_receipt = Histogram(
+            "notify_commit_to_receipt_seconds",
+            "from a notification's commit to the first device's receipt",
+            buckets=_SEND_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.refusals = Counter(
+            "notify_refusals", "clients refused, by reason", ["reason"], registry=r
+        )
+        self.emails = Counter(
+            "notify_emails", "email attempts settled, by status (sent, retry, failed, skipped)",
+            ["status"], registry=r,
+        )  # fmt: skip
+        self.email_send = Histogram(
+            "notify_email_send_seconds", "time to hand one email to the transport (SMTP, outbox)",
+            buckets=_SEND_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.db_query = Histogram(
+            "notify_db_query_seconds", "database statement latency",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        for reason in REFUSAL_REASONS:
+            self.refusals.labels(reason)  # present at zero, so rate() works from the start
+
+    def type_label(self, notification_type: str) -> str:
+        """The type itself for the first `max_types` distinct ones, then `other`."""
+        if notification_type in self._types:
+            return notification_type
+        if len(self._types) < self.max_types:
+            self._types.add(notification_type)
+            return notification_type
+        return OTHER
+
+    def notifications_stored(self, notifications: list[dict[str, Any]], source: str) -> None:
+        for item in notifications:
+            self.created.labels(self.type_label(str(item.get("type"))), source).inc()
+
+    def observe_receipt_latency(self, seconds: float) -> None:
+        """The receipts branch calls this once per notification whose first receipt arrived,
+        with seconds since its commit (created_at)."""
+        self.commit_to_receipt.observe(max(seconds, 0.0))
+
+    def refused(self, reason: str) -> None:
+        self.refusals.labels(reason).inc()
+
+    def watch_engine(self, engine: AsyncEngine) -> None:
+        """Statement latency from SQLAlchemy's cursor events: two clock reads per statement."""
+        sync_engine = engine.sync_engine
+        histogram = self.db_query
+
+        @event.listens_for(sync_engine, "before_cursor_execute")
+        def _before(conn: Any, _cursor: Any, _statement: Any, *_args: Any) -> None:
+            conn.info.setdefault("notify_query_start", []).append(time.perf_counter())
+
+        @event.listens_for(sync_engine, "after_cursor_execute")
+        def _after(conn: Any, _cursor: Any, _statement: Any, *_args: Any) -> None:
+            starts = conn.info.get("notify_query_start")
+            if starts:
+                histogram.observe(time.perf_counter() - starts.pop())
+
+        @event.listens_for(sync_engine, "handle_error")
+        def _failed(context: Any) -> None:
+            connection = context.connection
+            starts = connection.info.get("notify_query_start") if connection is not None else None
+            if starts:
+                histogram.observe(time.perf_counter() - starts.pop())

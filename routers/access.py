@@ -1,0 +1,66 @@
+"""Every HTTP request: a request id (the client's X-Request-ID or a new one, answered in the same
+header), one access log line, and its count and latency by route template."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from backend import keys
+from backend.logs import REQUEST_ID, new_request_id
+from routers.http import ENGINEIO_PREFIX, Handler
+
+access_log = logging.getLogger("backend.access")
+REQUEST_ID_HEADER = "X-Request-ID"
+UNMATCHED = "unmatched"  # 404 and 405: the raw path would make a label per scanner's guess
+
+# Answers that are a refusal of the client, by reason (sockets count theirs in socket_events).
+REFUSAL_BY_STATUS = {401: "auth", 413: "payload", 429: "rate"}
+
+
+def route_template(request: web.Request) -> str:
+    """`/api/v1/notifications/{id}`, never the path itself (bounded label values, no ids)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = new_request_id(request.headers.get(REQUEST_ID_HEADER))
+    token = REQUEST_ID.set(request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+    except web.HTTPException as exc:  # a redirect, or an error the error middleware let through
+        status = exc.status
+        exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    finally:
+        duration = time.perf_counter() - started
+        route = route_template(request)
+        metrics = request.app[keys.METRICS]
+        metrics.http_requests.labels(request.method, route, str(status)).inc()
+        metrics.http_latency.labels(route).observe(duration)
+        if (reason := REFUSAL_BY_STATUS.get(status)) is not None:
+            metrics.refused(reason)
+        if not request.path.startswith(ENGINEIO_PREFIX):  # long-polling would flood the log
+            access_log.info(
+                "%s %s %d %.1f ms", request.method, route, status, duration * 1000,
+                extra={"method": request.method, "route": route, "status": status,
+                       "duration_ms": round(duration * 1000, 2)},
+            )  # fmt: skip
+        REQUEST_ID.reset(token)
+
+
+async def add_request_id(_request: web.Request, response: web.StreamResponse) -> None:
+    """For answers prepared inside the handler (event streams, websockets, files)."""
+    request_id = REQUEST_ID.get()
+    if request_id is not None and REQUEST_ID_HEADER not in response.headers:
+        response.headers[REQUEST_ID_HEADER] = request_id
