@@ -28,7 +28,7 @@ from .realtime.cluster import Cluster
 from .realtime.connections import ConnectionManager
 from .realtime.delivery import DeliveryControl, RedisManager
 from .realtime.engine import end_for_reconnect
-from .realtime.limits import SessionLimiter, TokenBucket
+from .realtime.limits import SessionLimiter, TokenBucket, UserLimiter
 from .realtime.maintenance import cleanup_loop, stats_loop
 from .realtime.notifier import Notifier
 from .realtime.recovery import Recovery
@@ -39,6 +39,8 @@ from .redis_url import open_redis
 from .security import TokenVerifier
 from .services.events import EventIngest
 from .services.notifications import NotificationService
+from .services.personal_data import PersonalData
+from .services.retention import Retention, RetentionPolicy, retention_loop
 from .services.users import UserDirectory
 from .shutdown import ShutdownClock
 
@@ -67,6 +69,19 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         max_data_bytes=settings.max_data_bytes,
         max_json_depth=settings.max_json_depth,
     )
+    app[keys.RETENTION] = Retention(
+        sessionmaker=sessionmaker,
+        events=app[keys.EVENTS],
+        policy=RetentionPolicy(
+            read_days=settings.retention_read_days,
+            deleted_days=settings.retention_deleted_days,
+            email_log_days=settings.retention_email_log_days,
+            events_days=settings.events_retention_days,
+            batch=settings.retention_batch_size,
+            pause=settings.retention_batch_pause_seconds,
+        ),
+    )
+    app[keys.PERSONAL_DATA] = PersonalData(sessionmaker, batch=settings.retention_batch_size)
 
     async def fetch(user_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
         return await service.after_seq(user_id=user_id, after_seq=after_seq, limit=limit)
@@ -206,21 +221,6 @@ async def purge_loop(service: NotificationService, *, hours: float) -> None:
         await asyncio.sleep(3600)
 
 
-async def events_purge_loop(ingest: EventIngest, *, days: int) -> None:
-    """Hourly: drop ingested events older than EVENTS_RETENTION_DAYS, in batches."""
-    while True:
-        try:
-            purged = await ingest.purge(older_than=datetime.now(UTC) - timedelta(days=days))
-            if purged:
-                log.info("purged %d events older than %d days", purged, days)
-        except Exception as exc:
-            if not is_unavailable(exc):
-                log.exception("purging events failed; trying again next hour")
-            else:
-                log.warning("purging events: the database is unavailable; next hour")
-        await asyncio.sleep(3600)
-
-
 async def background_ctx(app: web.Application) -> AsyncIterator[None]:
     """Stale-session cleanup and the stats line; cancelled, then awaited, on the way out."""
     settings = app[keys.SETTINGS]
@@ -245,13 +245,12 @@ async def background_ctx(app: web.Application) -> AsyncIterator[None]:
             name="idempotency-purge",
         )
     )
-    if settings.events_retention_days > 0:
-        tasks.append(
-            asyncio.create_task(
-                events_purge_loop(app[keys.EVENTS], days=settings.events_retention_days),
-                name="events-purge",
-            )
+    tasks.append(
+        asyncio.create_task(
+            retention_loop(app[keys.RETENTION], interval=settings.retention_interval_seconds),
+            name="retention",
         )
+    )
     yield
     for task in tasks:
         task.cancel()
@@ -361,6 +360,7 @@ def create_app(settings: Settings) -> web.Application:
         notifications,
         openapi,
         preferences,
+        privacy,
         stream,
         topics,
         unsubscribe,
@@ -401,6 +401,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.CONNECT_BUCKET] = TokenBucket(
         settings.connects_per_second, settings.connects_per_second
     )
+    app[keys.EXPORT_LIMITER] = UserLimiter(settings.exports_per_hour)
     sio = create_socket_server(settings, control)
     app[keys.SIO] = sio
     connections = app[keys.CONNECTIONS] = ConnectionManager()
@@ -466,6 +467,7 @@ def create_app(settings: Settings) -> web.Application:
         notifications.api,
         stream.api,
         preferences.api,
+        privacy.api,
         topics.api,
         websocket_admin.api,
         health.api,

@@ -159,6 +159,18 @@ class Settings:
     event_mappings: str | None = None
     # ingested events older than this are purged from the audit trail; 0 keeps them forever
     events_retention_days: int = 90
+    # personal data (README "Data and privacy"); days, 0 keeps them forever
+    retention_read_days: int = 365  # read notifications, from read_at
+    retention_deleted_days: int = 30  # deleted notifications, from deleted_at
+    retention_email_log_days: int = 90  # sent or failed email logs, from created_at
+    # the retention task (and an erase's first phase): rows per transaction, the pause between
+    # two transactions, and the time between two runs
+    retention_batch_size: int = 1000
+    retention_batch_pause_seconds: float = 0.1
+    retention_interval_seconds: float = 3600.0
+    # GET /api/v1/me/export: per user and process, and the rows fetched per query
+    exports_per_hour: int = 6
+    export_page_size: int = 1000
     # events from Redis: channels (fire-and-forget) and streams (a consumer group, acked after
     # the commit); on INGEST_REDIS_URL, else REDIS_URL
     ingest_redis_url: str | None = None
@@ -254,6 +266,7 @@ _INT_SETTINGS = {
     "INGEST_BATCH_SIZE": "ingest_batch_size",
     "INGEST_MAX_DELIVERIES": "ingest_max_deliveries",
     "INGEST_DEAD_MAX_LENGTH": "ingest_dead_max_length",
+    "EXPORTS_PER_HOUR": "exports_per_hour",
 }
 _FLOAT_SETTINGS = {
     "EVENT_RATE_PER_SECOND": "event_rate_per_second",
@@ -282,6 +295,8 @@ _FLOAT_SETTINGS = {
     "INGEST_CLAIM_IDLE_SECONDS": "ingest_claim_idle_seconds",
     "INGEST_RETRY_MAX_SECONDS": "ingest_retry_max_seconds",
     "INGEST_CHANNEL_LEASE_SECONDS": "ingest_channel_lease_seconds",
+    "RETENTION_BATCH_PAUSE_SECONDS": "retention_batch_pause_seconds",
+    "RETENTION_INTERVAL_SECONDS": "retention_interval_seconds",
 }
 _BOOL_SETTINGS = {
     "AUTO_MIGRATE": "auto_migrate",
@@ -382,10 +397,20 @@ def load_settings(
         values["cors_allowed_origins"] = _list(env["CORS_ALLOWED_ORIGINS"])
     if env.get("DAPR_TOPICS", "").strip():
         values["dapr_topics"] = _list(env["DAPR_TOPICS"])
-    if env.get("EVENTS_RETENTION_DAYS", "").strip():
-        values["events_retention_days"] = _int(
-            "EVENTS_RETENTION_DAYS", env["EVENTS_RETENTION_DAYS"], minimum=0, maximum=36500
-        )
+    for var, attr in (
+        ("EVENTS_RETENTION_DAYS", "events_retention_days"),
+        ("RETENTION_READ_DAYS", "retention_read_days"),
+        ("RETENTION_DELETED_DAYS", "retention_deleted_days"),
+        ("RETENTION_EMAIL_LOG_DAYS", "retention_email_log_days"),
+    ):
+        if env.get(var, "").strip():  # empty: the default; 0: kept forever
+            values[attr] = _int(var, env[var], minimum=0, maximum=36500)
+    for var, attr in (
+        ("RETENTION_BATCH_SIZE", "retention_batch_size"),
+        ("EXPORT_PAGE_SIZE", "export_page_size"),
+    ):
+        if env.get(var, "").strip():  # one statement's IN list and one page in memory
+            values[attr] = _int(var, env[var], minimum=1, maximum=10_000)
     for var, attr in (
         ("INGEST_REDIS_CHANNELS", "ingest_redis_channels"),
         ("INGEST_REDIS_STREAMS", "ingest_redis_streams"),

@@ -16,7 +16,7 @@ from .realtime.bus import BusWatch
 from .realtime.cluster import Cluster
 from .realtime.connections import ConnectionManager
 from .realtime.delivery import DeliveryControl
-from .realtime.limits import SessionLimiter, TokenBucket
+from .realtime.limits import SessionLimiter, TokenBucket, UserLimiter
 from .realtime.notifier import Notifier
 from .realtime.recovery import Recovery
 from .realtime.sse import StreamHub
@@ -24,6 +24,8 @@ from .realtime.tickets import TicketStore
 from .security import TokenVerifier
 from .services.events import EventIngest
 from .services.notifications import NotificationService
+from .services.personal_data import PersonalData
+from .services.retention import Retention
 from .services.users import UserDirectory
 from .shutdown import ShutdownClock
 
@@ -44,6 +46,11 @@ CONNECT_BUCKET = web.AppKey("connect_bucket", TokenBucket)
 NOTIFICATIONS = web.AppKey("notifications", NotificationService)
 USERS = web.AppKey("users", UserDirectory)
 EVENTS = web.AppKey("events", EventIngest)
+RETENTION = web.AppKey("retention", Retention)
+# export and erase over the registry of per-user data
+PERSONAL_DATA = web.AppKey("personal_data", PersonalData)
+# GET /me/export: one bucket per user (EXPORTS_PER_HOUR)
+EXPORT_LIMITER = web.AppKey("export_limiter", UserLimiter)
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 STREAMS = web.AppKey("streams", StreamHub)
 STREAM_TICKETS = web.AppKey("stream_tickets", TicketStore)

@@ -85,6 +85,9 @@ class User(TimestampMixin, Base):
     # Unread, visible (not deleted, in-app) notifications: changed by the same transactions that
     # insert, read or delete them, under this row's lock (migration 0003).
     unread_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # The highest seq the retention task purged (0007): recovery from below it is refused
+    # (`recovered: false`), never answered with a silent gap.
+    purged_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
 
 class Notification(Base):
@@ -93,6 +96,9 @@ class Notification(Base):
         UniqueConstraint("user_id", "seq"),
         Index("ix_notifications_user_id_read_at", "user_id", "read_at"),
         Index("ix_notifications_user_id_id", "user_id", "id"),
+        # the retention task's scans (0007)
+        Index("ix_notifications_read_at", "read_at"),
+        Index("ix_notifications_deleted_at", "deleted_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -135,6 +141,7 @@ class EmailLog(Base):
     __table_args__ = (
         Index("ix_email_logs_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_email_logs_user_id_created_at", "user_id", "created_at"),
+        Index("ix_email_logs_created_at", "created_at"),  # the retention task's scan (0007)
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -73,3 +73,39 @@ class SessionLimiter:
     def forget(self, sid: str) -> None:
         self._buckets.pop(sid, None)
         self._strikes.pop(sid, None)
+
+
+class UserLimiter:
+    """A bucket per user: `per_hour` a user, all of them at once at most (GET /me/export).
+
+    Buckets that have refilled are forgotten when there are more than `max_users`, so memory is
+    bounded by the users limited within the last hour, not by every user ever seen."""
+
+    def __init__(
+        self,
+        per_hour: int,
+        *,
+        max_users: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_hour = per_hour
+        self.max_users = max_users
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def admit(self, user_id: str) -> float:
+        """0 when admitted, else the seconds until the user may try again."""
+        bucket = self._buckets.get(user_id)
+        if bucket is None:
+            if len(self._buckets) >= self.max_users:
+                self._forget_full()
+            bucket = TokenBucket(self.per_hour / 3600, self.per_hour, clock=self._clock)
+            self._buckets[user_id] = bucket
+        if bucket.take():
+            return 0.0
+        return bucket.wait_time()
+
+    def _forget_full(self) -> None:
+        for user_id, bucket in list(self._buckets.items()):
+            if bucket.wait_time() == 0 and bucket.tokens >= bucket.burst:
+                del self._buckets[user_id]

@@ -43,6 +43,30 @@ async def cleanup_stale(
     return stale
 
 
+async def disconnect_user(
+    sio: socketio.AsyncServer, connections: ConnectionManager, cluster: Cluster, user_id: str
+) -> int:
+    """Disconnect every session of the user, on every process (an erased user), as the cleanup
+    does: this process's at once, another's through the cluster view and its process."""
+    done: set[str] = set()
+    streams = sio.manager.delivery.streams
+    for connection in connections.user_sessions(user_id):
+        stream = streams.get(connection.sid)
+        if stream is not None:  # a Server-Sent Events stream: ended by its own writer
+            stream.close("erased")
+        else:
+            await sio.disconnect(connection.sid)
+        connections.disconnect(connection.sid)
+        done.add(connection.sid)
+    if cluster.enabled:
+        for session in await cluster.user_sessions(user_id):
+            sid = session["sid"]
+            if sid not in done and await cluster.evict(sid, "erased") is not None:
+                await sio.disconnect(sid)  # a remote sid: published to its process
+                done.add(sid)
+    return len(done)
+
+
 async def cleanup_loop(
     sio: socketio.AsyncServer,
     connections: ConnectionManager,

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .. import codec
@@ -27,6 +27,7 @@ from ..events.mappings import EventMapping, MissingField
 from ..models import Event, utcnow
 from ..schemas import NotificationCreate, isoformat
 from .notifications import NotificationService
+from .retention import purge_batches
 
 log = logging.getLogger(__name__)
 
@@ -282,25 +283,18 @@ class EventIngest:
         next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
         return [event_json(row) for row in rows[:limit]], next_cursor
 
-    async def purge(self, *, older_than: datetime, batch: int = PURGE_BATCH) -> int:
+    async def purge(
+        self, *, older_than: datetime, batch: int = PURGE_BATCH, pause: float = 0.0
+    ) -> int:
         """Delete events received before `older_than`, `batch` rows per transaction, so a large
         backlog never holds one long lock. A redelivery of a purged event stores anew."""
-        total = 0
-        while True:
-            async with self._sessionmaker.begin() as session:
-                ids = list(
-                    await session.scalars(
-                        select(Event.id)
-                        .where(Event.received_at < older_than)
-                        .order_by(Event.id)
-                        .limit(batch)
-                    )
-                )
-                if ids:
-                    await session.execute(delete(Event).where(Event.id.in_(ids)))
-            total += len(ids)
-            if len(ids) < batch:
-                return total
+        return await purge_batches(
+            self._sessionmaker,
+            due=select(Event.id).where(Event.received_at < older_than),
+            id_column=Event.id,
+            batch=batch,
+            pause=pause,
+        )
 
 
 def event_json(row: Event) -> dict[str, Any]:

@@ -130,6 +130,7 @@ def request_hash(request: NotificationCreate) -> str:
 _USER: BindParameter[str] = bindparam("user_id")
 _AFTER: BindParameter[int] = bindparam("after_seq")
 _LAST_SEQ = select(User.last_seq).where(User.id == _USER)
+_SEQS = select(User.last_seq, User.purged_seq).where(User.id == _USER)
 _COUNT_AFTER = select(func.count()).where(visible(_USER), Notification.seq > _AFTER)
 _PAGE_AFTER = (
     select(*WIRE_COLUMNS)
@@ -511,8 +512,11 @@ class NotificationService:
         runs only when more than `max_missing` seqs were taken since `after_seq`.
         """
         async with self._sessionmaker() as session:
-            last_seq = int(await session.scalar(_LAST_SEQ, {"user_id": user_id}) or 0)
+            seqs = (await session.execute(_SEQS, {"user_id": user_id})).first()
+            last_seq, purged_seq = (int(seqs[0]), int(seqs[1])) if seqs else (0, 0)
             if after_seq > last_seq:  # from another database, or made up
+                return Backlog(last_seq, too_far=True, page=[])
+            if after_seq < purged_seq:  # some of what it missed was purged: no silent gap
                 return Backlog(last_seq, too_far=True, page=[])
             if last_seq - after_seq > max_missing:
                 params = {"user_id": user_id, "after_seq": after_seq}
