@@ -21,6 +21,7 @@ from .realtime.recovery import Recovery
 from .realtime.sse import StreamHub
 from .realtime.tickets import TicketStore
 from .security import TokenVerifier
+from .services.activity import PushLog
 from .services.events import EventIngest
 from .services.notifications import NotificationService
 from .services.users import UserDirectory
@@ -42,6 +43,8 @@ INBOUND_LIMITER = web.AppKey("inbound_limiter", SessionLimiter)
 CONNECT_BUCKET = web.AppKey("connect_bucket", TokenBucket)
 NOTIFICATIONS = web.AppKey("notifications", NotificationService)
 USERS = web.AppKey("users", UserDirectory)
+# `pushed` activity steps on their way to the database
+PUSH_LOG = web.AppKey("push_log", PushLog)
 EVENTS = web.AppKey("events", EventIngest)
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 STREAMS = web.AppKey("streams", StreamHub)

@@ -18,7 +18,14 @@ from backend.errors import Conflict, DomainError, Invalid
 from backend.realtime.connections import ClientConnection
 from backend.realtime.engine import end_for_reconnect
 from backend.realtime.notifier import user_room
-from backend.schemas import MAX_ID, MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
+from backend.schemas import (
+    MAX_ID,
+    MarkReadPayload,
+    MessagePayload,
+    Receipt,
+    RoomPayload,
+    SyncPayload,
+)
 from backend.security import AuthError, TokenClaims, bearer_token
 from backend.services.topics import authorize_room
 
@@ -296,6 +303,19 @@ class NotificationNamespace(socketio.AsyncNamespace):
         del sid, data
         changed = await self.app[keys.NOTIFICATIONS].mark_all_read(user_id=claims.sub)
         return {"ok": True, "count": len(changed)}
+
+    async def handle_received(self, sid: str, claims: TokenClaims, data: Any) -> dict[str, Any]:
+        """A delivery receipt: `received {"seqs": [...]}`, batched by the client. Only the
+        caller's own notifications can be marked; the first device's receipt counts."""
+        del sid
+        payload: Receipt = self._parse(Receipt, data)
+        limit = self.app[keys.SETTINGS].receipt_max_seqs
+        if len(payload.seqs) > limit:
+            raise Invalid(f"seqs: a receipt holds at most {limit} seqs, got {len(payload.seqs)}")
+        ids = await self.app[keys.NOTIFICATIONS].mark_delivered(
+            user_id=claims.sub, seqs=payload.seqs, via="socket"
+        )
+        return {"ok": True, "delivered": len(ids)}
 
     async def handle_sync(self, sid: str, claims: TokenClaims, data: Any) -> dict[str, Any]:
         payload: SyncPayload = self._parse(SyncPayload, data)

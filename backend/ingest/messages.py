@@ -113,10 +113,17 @@ class MessageHandler:
             raise _Drop("too_deep", f"nested deeper than {depth} levels")
         # Redelivered stream messages without a key of their own are stored once by theirs.
         fallback = f"{name}:{message_id}" if transport == "stream" and message_id else None
-        return await self._request(document, publisher=publisher_for(name), fallback_key=fallback)
+        return await self._request(
+            document, publisher=publisher_for(name), kind=transport, fallback_key=fallback
+        )
 
     async def _request(
-        self, document: dict[str, Any], *, publisher: str, fallback_key: str | None
+        self,
+        document: dict[str, Any],
+        *,
+        publisher: str,
+        kind: Transport,
+        fallback_key: str | None,
     ) -> Outcome:
         fields = dict(document)
         key = fields.pop("idempotency_key", None)
@@ -135,7 +142,10 @@ class MessageHandler:
             raise _Drop("too_large", f"data is {size} bytes encoded; the limit is {limit}")
         try:
             created = await self._notifications.create(
-                publisher=publisher, request=request, idempotency_key=key or fallback_key
+                publisher=publisher,
+                publisher_kind=kind,
+                request=request,
+                idempotency_key=key or fallback_key,
             )
         except InProgress as exc:  # the first delivery is still committing: try again
             return Outcome("retry", reason=exc.message)
