@@ -308,7 +308,9 @@ class NotificationNamespace(socketio.AsyncNamespace):
         """A delivery receipt: `received {"seqs": [...]}`, batched by the client. Only the
         caller's own notifications can be marked; the first device's receipt counts."""
         del sid
-        payload: Receipt = self._parse(Receipt, data)
+        if not isinstance(data, dict):
+            raise Invalid("the payload must be a JSON object")
+        payload = Receipt.model_validate(data, strict=True)  # no "1", no true, no 1.5
         limit = self.app[keys.SETTINGS].receipt_max_seqs
         if len(payload.seqs) > limit:
             raise Invalid(f"seqs: a receipt holds at most {limit} seqs, got {len(payload.seqs)}")

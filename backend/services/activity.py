@@ -76,6 +76,7 @@ class PushLog:
         self._max = max_queued
         self._batch = batch
         self._ready = asyncio.Event()
+        self._writing = asyncio.Lock()  # one writer; a flush waits for the batch in flight
         self.dropped = 0
         self.written = 0
 
@@ -93,7 +94,11 @@ class PushLog:
         return len(self._queue)
 
     async def flush(self) -> int:
-        """Write what is queued now; returns how many steps were written."""
+        """Write what is queued now (after any batch in flight); returns how many were written."""
+        async with self._writing:
+            return await self._write()
+
+    async def _write(self) -> int:
         written = 0
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
