@@ -37,6 +37,7 @@ from .realtime.sse import StreamHub
 from .realtime.tickets import TicketStore
 from .redis_url import open_redis
 from .security import TokenVerifier
+from .services.activity import PushLog
 from .services.events import EventIngest
 from .services.notifications import NotificationService
 from .services.personal_data import PersonalData
@@ -102,7 +103,26 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         page_size=settings.recovery_page_size,
         max_notifications=settings.recovery_max_notifications,
     )
+    push_log = app[keys.PUSH_LOG] = PushLog(
+        sessionmaker=sessionmaker, max_queued=settings.activity_queue_max
+    )
+    connections = app[keys.CONNECTIONS]
+
+    def on_pushed(notification: dict[str, Any], room: str | None, sid: str, sessions: int) -> None:
+        """Live pushes go to a user's room; recovery, sync and catch-up pages to one session."""
+        if room is not None and room.startswith("user:"):
+            push_log.pushed(notification, room[5:], sessions, "live")
+        elif (connection := connections.get(sid)) is not None:
+            push_log.pushed(notification, connection.user_id, sessions, "recovery")
+
+    app[keys.DELIVERY].on_pushed = on_pushed
+    writer = asyncio.create_task(push_log.run(), name="activity-writer")
     yield
+    app[keys.DELIVERY].on_pushed = None
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+    with contextlib.suppress(Exception):  # what is left, once; an outage drops it (counted)
+        await push_log.flush()
     await engine.dispose()
 
 
@@ -352,6 +372,7 @@ async def index(_request: web.Request) -> web.StreamResponse:
 
 def create_app(settings: Settings) -> web.Application:
     from routers import (
+        admin_activity,
         admin_email,
         dev,
         events,
@@ -474,11 +495,15 @@ def create_app(settings: Settings) -> web.Application:
         dev.api,
     ]
     route_sets += [admin_email.api, unsubscribe.api, events.dapr, events.api]
+    route_sets += [admin_activity.api]
     for routes in route_sets:
         app.router.add_routes(routes.table)
     document = openapi.build_openapi(
         [op for routes in route_sets for op in routes.operations], version="0.1.0"
     )
+    # The document states the configured bound, not the model's hard one (RECEIPT_MAX_SEQS).
+    receipt = document["components"]["schemas"]["Receipt"]["properties"]["seqs"]
+    receipt["maxItems"] = settings.receipt_max_seqs
 
     async def openapi_json(_request: web.Request) -> web.Response:
         return web.json_response(document)

@@ -18,6 +18,7 @@ from .codec import SENDABLE_DEPTH
 from .events.mappings import DEFAULT_TOPICS, MappingError, load_mappings
 from .redis_url import redact_url
 from .redis_url import url_problem as redis_url_problem
+from .schemas import MAX_RECEIPT_SEQS
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/notifications.db"
 ALLOWED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256"})
@@ -124,6 +125,10 @@ class Settings:
     public_topics: tuple[str, ...] = ()
     recovery_max_notifications: int = 1000
     recovery_page_size: int = 100
+    # seqs in one `received` receipt (a socket event or POST /notifications/received)
+    receipt_max_seqs: int = 100
+    # `pushed` activity steps waiting to be written; past it they are dropped and counted
+    activity_queue_max: int = 10000
     # Server-Sent Events (GET /api/v1/notifications/stream)
     sse_heartbeat_seconds: float = 30.0
     sse_max_streams_per_user: int = 3
@@ -258,6 +263,8 @@ _INT_SETTINGS = {
     "CONNECTS_PER_SECOND": "connects_per_second",
     "RECOVERY_MAX_NOTIFICATIONS": "recovery_max_notifications",
     "RECOVERY_PAGE_SIZE": "recovery_page_size",
+    "RECEIPT_MAX_SEQS": "receipt_max_seqs",
+    "ACTIVITY_QUEUE_MAX": "activity_queue_max",
     "EMAIL_MAX_ATTEMPTS": "email_max_attempts",
     "MAX_MALFORMED_PACKETS": "max_malformed_packets",
     "SSE_MAX_STREAMS_PER_USER": "sse_max_streams_per_user",
@@ -547,6 +554,9 @@ def validate(settings: Settings) -> None:
     if settings.sse_max_queued_events < settings.recovery_page_size:
         # a recovery page is queued in one piece before the reader gets to it
         raise ConfigError("SSE_MAX_QUEUED_EVENTS must be at least RECOVERY_PAGE_SIZE")
+    if not 1 <= settings.receipt_max_seqs <= MAX_RECEIPT_SEQS:
+        # the wire schema's own bound: one receipt is one UPDATE ... IN (...)
+        raise ConfigError(f"RECEIPT_MAX_SEQS must be between 1 and {MAX_RECEIPT_SEQS}")
 
 
 # INGEST_CHANNEL_LEASE_SECONDS bounds: renewals every third of it; a dead holder's channel is

@@ -22,6 +22,7 @@ from .realtime.recovery import Recovery
 from .realtime.sse import StreamHub
 from .realtime.tickets import TicketStore
 from .security import TokenVerifier
+from .services.activity import PushLog
 from .services.events import EventIngest
 from .services.notifications import NotificationService
 from .services.personal_data import PersonalData
@@ -45,6 +46,8 @@ INBOUND_LIMITER = web.AppKey("inbound_limiter", SessionLimiter)
 CONNECT_BUCKET = web.AppKey("connect_bucket", TokenBucket)
 NOTIFICATIONS = web.AppKey("notifications", NotificationService)
 USERS = web.AppKey("users", UserDirectory)
+# `pushed` activity steps on their way to the database
+PUSH_LOG = web.AppKey("push_log", PushLog)
 EVENTS = web.AppKey("events", EventIngest)
 RETENTION = web.AppKey("retention", Retention)
 # export and erase over the registry of per-user data

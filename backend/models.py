@@ -112,10 +112,14 @@ class Notification(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # who published it: the token's `sub`, or the source of the event it came from (0004)
     publisher: Mapped[str | None] = mapped_column(String(512))
+    # how: "token", "api_key", "event", "channel" or "stream" (0005)
+    publisher_kind: Mapped[str | None] = mapped_column(String(16))
     # in_app false: kept for email and digests, but neither pushed nor listed.
     in_app: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     read: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     read_at: Mapped[datetime | None]
+    # the first receipt from any device of the user (0005)
+    delivered_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None]
@@ -217,3 +221,27 @@ class Event(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     notification_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+
+
+class Activity(Base):
+    """One step in a notification's life after it was created (the row itself says who created
+    it and when): pushed, delivered, read, emailed, deleted. Append-only; `user_id` and `type`
+    are copied from the notification so the admin search needs no join."""
+
+    __tablename__ = "activity"
+    __table_args__ = (
+        Index("ix_activity_notification_id_id", "notification_id", "id"),
+        Index("ix_activity_user_id_id", "user_id", "id"),
+        Index("ix_activity_type_id", "type", "id"),
+        Index("ix_activity_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("notifications.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)

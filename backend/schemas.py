@@ -152,6 +152,9 @@ class NotificationOut(BaseModel):
     data: dict[str, Any]
     created_at: str = Field(description="ISO 8601, UTC")
     read_at: str | None
+    delivered_at: str | None = Field(
+        description="when a device of the user first acknowledged it (a receipt), UTC"
+    )
 
 
 class NotificationList(BaseModel):
@@ -190,6 +193,11 @@ class TypeSetting(Strict):
     email: DigestFrequency | None = None
     in_app: bool | None = None
     email_if_unread_after: Annotated[int, Field(ge=0, le=10080), INTEGRAL] | None = None
+    email_unless: Literal["read", "delivered"] | None = Field(
+        default=None,
+        description="with email_if_unread_after: skip the held email if by then the "
+        "notification was read (the default), or delivered to a device (or read)",
+    )
 
 
 class Preferences(BaseModel):
@@ -303,6 +311,26 @@ class MarkReadPayload(Strict):
 
 class SyncPayload(Strict):
     after_seq: Seq
+
+
+# The hard bound of RECEIPT_MAX_SEQS (the setting, at most this, is checked by the handlers).
+MAX_RECEIPT_SEQS = 1000
+
+
+class Receipt(Strict):
+    """`received {"seqs": [...]}`: these of the caller's notifications reached this device."""
+
+    seqs: list[Seq] = Field(
+        min_length=1,
+        max_length=MAX_RECEIPT_SEQS,
+        description="seqs of the caller's notifications; at most RECEIPT_MAX_SEQS (default 100)",
+    )
+
+
+class ReceiptOut(BaseModel):
+    delivered: list[int] = Field(
+        description="ids of the notifications this receipt delivered first"
+    )
 
 
 class MessagePayload(Strict):

@@ -16,6 +16,8 @@ from backend.schemas import (
     NotificationList,
     NotificationOut,
     PublishHeaders,
+    Receipt,
+    ReceiptOut,
     UnreadCount,
 )
 from backend.security import SCOPE_PUBLISH
@@ -57,7 +59,7 @@ async def create_notifications(request: web.Request) -> web.Response:
         details = [{"loc": ["data"], "msg": message, "type": "too_long"}]
         raise Invalid(message, details=details)
     created = await request.app[keys.NOTIFICATIONS].create(
-        publisher=claims.sub, request=body, idempotency_key=key
+        publisher=claims.sub, publisher_kind="token", request=body, idempotency_key=key
     )
     response = json_response({"notifications": created.notifications}, status=201)
     if created.replayed:
@@ -153,6 +155,28 @@ async def mark_read(request: web.Request) -> web.Response:
         user_id=claims.sub, ids=body.all_ids(), require_found=body.id is not None
     )
     return web.Response(status=204)
+
+
+def receipt_seqs(receipt: Receipt, limit: int) -> list[int]:
+    """The receipt's seqs, held to RECEIPT_MAX_SEQS (a 422, like the schema's own bounds)."""
+    if len(receipt.seqs) > limit:
+        message = f"a receipt holds at most {limit} seqs, got {len(receipt.seqs)}"
+        raise Invalid(message, details=[{"loc": ["seqs"], "msg": message, "type": "too_long"}])
+    return receipt.seqs
+
+
+@api.route("POST", "/notifications/received", body=Receipt, response=ReceiptOut, status=200,
+           tags=TAGS)  # fmt: skip
+async def received(request: web.Request) -> web.Response:
+    """A delivery receipt over REST (Server-Sent Events readers, or any client): these seqs
+    reached a device. The first receipt sets `delivered_at`; later ones change nothing."""
+    claims = authenticate(request)
+    body = await parse_body(request, Receipt)
+    seqs = receipt_seqs(body, request.app[keys.SETTINGS].receipt_max_seqs)
+    ids = await request.app[keys.NOTIFICATIONS].mark_delivered(
+        user_id=claims.sub, seqs=seqs, via="rest"
+    )
+    return json_response({"delivered": ids})
 
 
 @api.route("POST", "/notifications/read-all", status=204, tags=TAGS)

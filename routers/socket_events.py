@@ -19,7 +19,14 @@ from backend.logs import SID, USER_ID
 from backend.realtime.connections import ClientConnection
 from backend.realtime.engine import end_for_reconnect
 from backend.realtime.notifier import user_room
-from backend.schemas import MAX_ID, MarkReadPayload, MessagePayload, RoomPayload, SyncPayload
+from backend.schemas import (
+    MAX_ID,
+    MarkReadPayload,
+    MessagePayload,
+    Receipt,
+    RoomPayload,
+    SyncPayload,
+)
 from backend.security import AuthError, TokenClaims, bearer_token
 from backend.services.topics import authorize_room
 
@@ -352,6 +359,21 @@ class NotificationNamespace(socketio.AsyncNamespace):
         del sid, data
         changed = await self.app[keys.NOTIFICATIONS].mark_all_read(user_id=claims.sub)
         return {"ok": True, "count": len(changed)}
+
+    async def handle_received(self, sid: str, claims: TokenClaims, data: Any) -> dict[str, Any]:
+        """A delivery receipt: `received {"seqs": [...]}`, batched by the client. Only the
+        caller's own notifications can be marked; the first device's receipt counts."""
+        del sid
+        if not isinstance(data, dict):
+            raise Invalid("the payload must be a JSON object")
+        payload = Receipt.model_validate(data, strict=True)  # no "1", no true, no 1.5
+        limit = self.app[keys.SETTINGS].receipt_max_seqs
+        if len(payload.seqs) > limit:
+            raise Invalid(f"seqs: a receipt holds at most {limit} seqs, got {len(payload.seqs)}")
+        ids = await self.app[keys.NOTIFICATIONS].mark_delivered(
+            user_id=claims.sub, seqs=payload.seqs, via="socket"
+        )
+        return {"ok": True, "delivered": len(ids)}
 
     async def handle_sync(self, sid: str, claims: TokenClaims, data: Any) -> dict[str, Any]:
         payload: SyncPayload = self._parse(SyncPayload, data)

@@ -16,6 +16,7 @@ from .conftest import RunningServer
 
 NOTIFICATION_KEYS = {
     "id", "seq", "type", "title", "body", "icon", "action_url", "data", "created_at", "read_at",
+    "delivered_at",
 }  # fmt: skip
 PUBLISH = ("publisher", (SCOPE_PUBLISH,))
 

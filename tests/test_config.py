@@ -76,6 +76,14 @@ def test_a_configured_secret_turns_dev_mode_off(tmp_path: Path) -> None:
             "SSE_MAX_QUEUED_EVENTS must be at least RECOVERY_PAGE_SIZE",
         ),
         ({"JWT_SECRET": "x" * 40, "CLUSTER_TTL_SECONDS": "0"}, "CLUSTER_TTL_SECONDS must be"),
+        (
+            {"JWT_SECRET": "x" * 40, "RECEIPT_MAX_SEQS": "1001"},
+            "RECEIPT_MAX_SEQS must be between 1 and 1000",
+        ),
+        (
+            {"JWT_SECRET": "x" * 40, "ACTIVITY_QUEUE_MAX": "0"},
+            "ACTIVITY_QUEUE_MAX must be between 1",
+        ),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_reason(

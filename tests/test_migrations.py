@@ -22,6 +22,7 @@ TABLES = {
     "topic_subscriptions",
     "idempotency_keys",
     "events",
+    "activity",
 }
 
 

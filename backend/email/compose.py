@@ -116,6 +116,8 @@ async def compose(
             return "the notification was deleted before the email was sent"
         if payload.get("if_unread") and row.read:
             return "read in the app before the email was due"
+        if payload.get("if_unread") and payload.get("unless") == "delivered" and row.delivered_at:
+            return "delivered to a device before the email was due"
         subject = immediate_subject(row.title)
         letter = Letter(
             subject=subject,

@@ -35,6 +35,13 @@ def unread_delay_minutes(preferences: Preferences, notification_type: str) -> in
     return None if setting is None else setting.email_if_unread_after
 
 
+def held_unless(preferences: Preferences, notification_type: str) -> str:
+    """What drops an email held by email_if_unread_after: "read" (the default), or "delivered"
+    (a device acknowledged it, or it was read)."""
+    setting = preferences.type_settings.get(notification_type)
+    return "read" if setting is None or setting.email_unless is None else setting.email_unless
+
+
 def user_zone(name: str) -> ZoneInfo:
     """The user's timezone; UTC if it is unknown (it was validated when stored)."""
     try:

@@ -8,12 +8,14 @@ import random
 import time
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..config import Settings
 from ..db import is_unavailable
 from ..metrics import Metrics
-from ..models import EmailLog, utcnow
+from ..models import EmailLog, Notification, utcnow
+from ..services import activity
 from ..services.digests import queue_digests
 from . import queue, tokens
 from .compose import Composed, compose
@@ -135,6 +137,9 @@ class EmailWorker:
             if not await queue.settle(session, row, now=now, status=status, **values):
                 log.warning("email %s was reclaimed by another worker; outcome dropped", row.id)
                 return
+            kind = OUTCOME_STEPS.get(status)
+            if kind is not None and row.notification_id is not None:
+                await _record_outcome(session, row, kind, now, values.get("failed_reason"))
         self._metrics.emails.labels("retry" if status == queue.QUEUED else status).inc()
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
@@ -183,6 +188,29 @@ class EmailWorker:
                     await asyncio.wait_for(stop.wait(), delay)
                 except TimeoutError:
                     pass
+
+
+# An immediate email's final outcome, as a step of its notification's timeline.
+OUTCOME_STEPS = {
+    queue.SENT: activity.EMAILED,
+    queue.FAILED: activity.EMAIL_FAILED,
+    queue.SKIPPED: activity.EMAIL_SKIPPED,
+}
+
+
+async def _record_outcome(
+    session: AsyncSession, row: EmailLog, kind: str, now: datetime, reason: object
+) -> None:
+    type_ = await session.scalar(
+        select(Notification.type).where(Notification.id == row.notification_id)
+    )
+    if type_ is None or row.notification_id is None:
+        return
+    detail: dict[str, object] = {"email_log_id": row.id, "attempts": row.attempts}
+    if isinstance(reason, str):
+        detail["reason"] = reason
+    step = activity.step(row.notification_id, row.user_id, type_, kind, now, detail)
+    await activity.record(session, [step])
 
 
 def _one_line(exc: BaseException) -> str:

@@ -114,7 +114,7 @@ class MessageHandler:
         # Redelivered stream messages without a key of their own are stored once by theirs.
         fallback = f"{name}:{message_id}" if transport == "stream" and message_id else None
         return await self._request(
-            document, publisher=publisher_for(name), fallback_key=fallback, transport=transport
+            document, publisher=publisher_for(name), kind=transport, fallback_key=fallback
         )
 
     async def _request(
@@ -122,8 +122,8 @@ class MessageHandler:
         document: dict[str, Any],
         *,
         publisher: str,
+        kind: Transport,
         fallback_key: str | None,
-        transport: str = "channel",
     ) -> Outcome:
         fields = dict(document)
         key = fields.pop("idempotency_key", None)
@@ -143,9 +143,9 @@ class MessageHandler:
         try:
             created = await self._notifications.create(
                 publisher=publisher,
+                publisher_kind=kind,
                 request=request,
                 idempotency_key=key or fallback_key,
-                source=transport,
             )
         except InProgress as exc:  # the first delivery is still committing: try again
             return Outcome("retry", reason=exc.message)

@@ -36,6 +36,10 @@ class StreamSink(Protocol):
     def send(self, messages: list[tuple[str, Any]]) -> None: ...
 
 
+# (the notification, the room it went to, one session that got it, how many sessions got it)
+PushHook = Callable[[dict[str, Any], str | None, str, int], None]
+
+
 class DeliveryControl:
     """Per-session delivery state: recovery holds, outbound buckets, coalesced counts."""
 
@@ -72,6 +76,9 @@ class DeliveryControl:
         self.direct_writes = 0  # writes straight to a socket (fast.write_now), one per session
         # sid -> the stream that takes that session's deliveries instead of a socket (sse.py)
         self.streams: dict[str, StreamSink] = {}
+        # Told once per notification and room how many local sessions it was written to (the
+        # activity timeline's `pushed`); must not await or block.
+        self.on_pushed: PushHook | None = None
 
     def hold(self, sid: str) -> None:
         self.holding.setdefault(sid, [])
@@ -287,6 +294,8 @@ class DeliveryMixin(socketio.AsyncManager):
         sockets = self.server.eio.sockets
         streams = control.streams
         sent = 0
+        on_pushed = control.on_pushed
+        pushes: dict[int, tuple[str, int]] = {}  # message index -> (a session, sessions)
         for sid, eio_sid in list(self.get_participants(namespace, room)):
             if sid in skip:
                 continue
@@ -309,6 +318,10 @@ class DeliveryMixin(socketio.AsyncManager):
                 picked.append(index)
             if not picked:
                 continue
+            if on_pushed is not None:
+                for index in picked:
+                    if messages[index][0] == NOTIFICATION:
+                        pushes[index] = (sid, pushes.get(index, (sid, 0))[1] + 1)
             sent += len(picked)
             stream = streams.get(sid) if streams else None
             if stream is not None:  # the same holds and buckets; its own writer
@@ -330,6 +343,11 @@ class DeliveryMixin(socketio.AsyncManager):
                 for eio_pkt in message.eio_packets(self.server.packet_class):
                     await self.server._send_eio_packet(eio_sid, eio_pkt)
         control.events_out += sent
+        if on_pushed is not None:
+            for index, (sid, sessions) in pushes.items():
+                data = messages[index][1]
+                if isinstance(data, dict) and isinstance(data.get("id"), int):
+                    on_pushed(data, room, sid, sessions)
 
     def _coalesce(self, sid: str, namespace: str, room: str | None) -> None:
         """Too many for this session now: count them, and send one unread_count when it may."""

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..email import queue, tokens
 from ..email.compose import immediate_subject
-from ..email.policy import email_frequency, is_type_override, unread_delay_minutes
+from ..email.policy import email_frequency, held_unless, is_type_override, unread_delay_minutes
 from ..errors import Conflict, NotFound
 from ..models import EmailLog, User, utcnow
 from ..schemas import Preferences, PreferencesUpdate, TypeSetting, isoformat
@@ -61,6 +61,7 @@ async def queue_immediate(
                 "next_attempt_at": row.created_at + timedelta(minutes=delay or 0),
                 "payload": {
                     "if_unread": delay is not None,
+                    "unless": held_unless(user_prefs, row.type),
                     "unsubscribe": {"all": not per_type, "types": [row.type] if per_type else []},
                 },
                 "created_at": row.created_at,

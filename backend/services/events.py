@@ -219,7 +219,7 @@ class EventIngest:
                 assert plan.drop is not None
                 return Outcome("dropped", reason=plan.drop.reason)
             pending = await self._notifications.store_in(
-                session, publisher=event.source, request=plan.request
+                session, publisher=event.source, publisher_kind="event", request=plan.request
             )
             ids = [item["id"] for item in pending.created.notifications]
             await session.execute(

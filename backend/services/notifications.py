@@ -23,7 +23,7 @@ from ..metrics import Metrics
 from ..models import IdempotencyKey, Notification, User, utcnow
 from ..realtime.notifier import Notifier
 from ..schemas import NotificationCreate, Preferences, isoformat
-from . import emails, store
+from . import activity, emails, store
 from .batching import GroupCommit
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ WIRE_COLUMNS = (
     Notification.data,
     Notification.created_at,
     Notification.read_at,
+    Notification.delivered_at,
 )
 
 
@@ -57,6 +58,7 @@ def notification_json(row: Any) -> dict[str, Any]:
         "data": _sendable(row),
         "created_at": isoformat(row.created_at),
         "read_at": isoformat(row.read_at),
+        "delivered_at": isoformat(row.delivered_at),
     }
 
 
@@ -181,7 +183,7 @@ class NotificationService:
         self.created_total = 0  # read by /metrics
         # Batches in flight lock their users in id order, so they cannot deadlock, and a user's
         # seqs still follow commit order (a later batch waits on the earlier one's row lock).
-        self._group: GroupCommit[tuple[str, NotificationCreate], _Stored] = GroupCommit(
+        self._group: GroupCommit[tuple[str, str, NotificationCreate], _Stored] = GroupCommit(
             self._store_batch, concurrency=BATCHES_IN_FLIGHT
         )
 
@@ -189,28 +191,40 @@ class NotificationService:
         self,
         *,
         publisher: str,
+        publisher_kind: str,
         request: NotificationCreate,
         idempotency_key: str | None = None,
-        source: str = "token",
     ) -> Created:
-        """`source` is the publisher's kind for metrics: token, api_key, event, channel, stream."""
+        """`publisher` is who (a token's sub, an event source), `publisher_kind` by which way
+        ("token", "api_key", "event", "channel", "stream"); both stay on every row, and the
+        kind labels the `notify_notifications_stored_total` metric (`source`)."""
         if idempotency_key is None:
-            stored = await self._group.submit((publisher, request))
+            stored = await self._group.submit((publisher, publisher_kind, request))
         else:
             stored = await self._create_idempotent(
-                publisher=publisher, request=request, idempotency_key=idempotency_key
+                publisher=publisher,
+                publisher_kind=publisher_kind,
+                request=request,
+                idempotency_key=idempotency_key,
             )
         if not stored.created.replayed:
-            await self.announce(stored, source=source, committed_at=stored.at)
+            await self.announce(stored, source=publisher_kind, committed_at=stored.at)
         return stored.created
 
     async def store_in(
-        self, session: AsyncSession, *, publisher: str, request: NotificationCreate
+        self,
+        session: AsyncSession,
+        *,
+        publisher: str,
+        publisher_kind: str,
+        request: NotificationCreate,
     ) -> Pending:
         """Store one request inside the caller's transaction (an ingested event commits its
         audit row and its notifications together). Nothing is emitted: after the commit, the
         caller passes the result to `announce`; after a rollback, it drops it."""
-        [rows], counts = await store.store(session, [request], self._after_insert, [publisher])
+        [rows], counts = await store.store(
+            session, [request], self._after_insert, [publisher], [publisher_kind]
+        )
         return _stored(rows, counts)
 
     async def announce(
@@ -225,17 +239,21 @@ class NotificationService:
         if pending.pushed:
             self._metrics.commit_to_emit.observe(time.perf_counter() - started)
 
-    async def _store_batch(self, items: list[tuple[str, NotificationCreate]]) -> list[_Stored]:
+    async def _store_batch(self, items: list[tuple[str, str, NotificationCreate]]) -> list[_Stored]:
         """One transaction for every request in the batch (see batching.GroupCommit)."""
-        publishers = [publisher for publisher, _ in items]
-        requests = [request for _, request in items]
+        publishers = [publisher for publisher, _, _ in items]
+        kinds = [kind for _, kind, _ in items]
+        requests = [request for _, _, request in items]
         async with self._sessionmaker.begin() as session:
-            grouped, counts = await store.store(session, requests, self._after_insert, publishers)
+            grouped, counts = await store.store(
+                session, requests, self._after_insert, publishers, kinds
+            )
         return [_stored(rows, counts) for rows in grouped]
 
     async def _create_idempotent(
-        self, *, publisher: str, request: NotificationCreate, idempotency_key: str
-    ) -> _Stored:
+        self, *, publisher: str, publisher_kind: str, request: NotificationCreate,
+        idempotency_key: str,
+    ) -> _Stored:  # fmt: skip
         digest = request_hash(request)
         for _attempt in range(3):
             try:
@@ -245,7 +263,7 @@ class NotificationService:
                         return _Stored(replay, {}, [])
                     key_row = await self._claim_key(session, publisher, idempotency_key, digest)
                     [rows], counts = await store.store(
-                        session, [request], self._after_insert, [publisher]
+                        session, [request], self._after_insert, [publisher], [publisher_kind]
                     )
                     key_row.notification_ids = [row.id for row in rows]
                 return _stored(rows, counts)
@@ -259,6 +277,7 @@ class NotificationService:
         publisher: str,
         items: Sequence[tuple[NotificationCreate, str | None]],
         max_recipients: int,
+        publisher_kind: str = "token",
     ) -> list[Created]:
         """Store every item (a request and its optional idempotency key) in one transaction:
         all or none. An item whose key was used before with the same request is replayed (its
@@ -266,16 +285,19 @@ class NotificationService:
         commit, as single publishes do."""
         for _attempt in range(3):
             try:
-                results, pending = await self._store_items(publisher, items, max_recipients)
+                results, pending = await self._store_items(
+                publisher, publisher_kind, items, max_recipients
+            )
             except _KeyTaken:
                 continue
-            await self.announce(pending)
+            await self.announce(pending, source=publisher_kind)
             return results
         raise InProgress("a request with one of these idempotency keys is still in progress")
 
     async def _store_items(
         self,
         publisher: str,
+        publisher_kind: str,
         items: Sequence[tuple[NotificationCreate, str | None]],
         max_recipients: int,
     ) -> tuple[list[Created], _Stored]:
@@ -306,6 +328,7 @@ class NotificationService:
                 [request for request, _ in fresh],
                 self._after_insert,
                 [publisher] * len(fresh),
+                [publisher_kind] * len(fresh),
                 max_recipients=max_recipients,
             )
             kept = [
@@ -542,7 +565,9 @@ class NotificationService:
                 missing = [i for i in wanted if i not in found]
                 if missing:
                     raise NotFound(f"notification {missing[0]} not found")
-            changed = await self._set_read(session, unread(user_id) & Notification.id.in_(wanted))
+            changed = await self._set_read(
+                session, user_id, unread(user_id) & Notification.id.in_(wanted)
+            )
             count = await self._take_unread(session, user_id, len(changed)) if changed else 0
         if changed:
             await self._announce_read(user_id, changed, count)
@@ -550,7 +575,7 @@ class NotificationService:
 
     async def mark_all_read(self, *, user_id: str) -> list[int]:
         async with self._sessionmaker.begin() as session:
-            changed = await self._set_read(session, unread(user_id))
+            changed = await self._set_read(session, user_id, unread(user_id))
             count = await self._take_unread(session, user_id, len(changed)) if changed else 0
         if changed:
             await self._announce_read(user_id, changed, count)
@@ -564,27 +589,68 @@ class NotificationService:
                 update(Notification)
                 .where(visible(user_id), Notification.id == notification_id)
                 .values(deleted_at=now, updated_at=now)
-                .returning(Notification.read)
+                .returning(Notification.read, Notification.type)
             )
-            was_read = result.scalar_one_or_none()
-            if was_read is None:
+            found = result.one_or_none()
+            if found is None:
                 raise NotFound(f"notification {notification_id} not found")
+            was_read, type_ = found
+            await activity.record(
+                session, [activity.step(notification_id, user_id, type_, activity.DELETED, now)]
+            )
             count = 0 if was_read else await self._take_unread(session, user_id, 1)
         await self._notifier.emit_to_user(user_id, "notification_deleted", {"id": notification_id})
         if not was_read:
             await self._notifier.emit_to_user(user_id, "unread_count", {"count": count})
 
     @staticmethod
-    async def _set_read(session: AsyncSession, condition: Any) -> list[int]:
+    async def _set_read(session: AsyncSession, user_id: str, condition: Any) -> list[int]:
+        """Mark read, and record a `read` step for each in the same transaction (one
+        multi-row insert)."""
         now = utcnow()
         result = await session.execute(
             update(Notification)
             .where(condition)
             .values(read=True, read_at=now, updated_at=now)
-            .returning(Notification.id),
+            .returning(Notification.id, Notification.type),
             execution_options={"synchronize_session": False},
         )
-        return sorted(result.scalars().all())
+        rows = sorted(result.all())
+        await activity.record(
+            session, [activity.step(id_, user_id, type_, activity.READ, now) for id_, type_ in rows]
+        )
+        return [id_ for id_, _ in rows]
+
+    async def mark_delivered(self, *, user_id: str, seqs: Sequence[int], via: str) -> list[int]:
+        """A receipt: the user's notifications with these seqs reached a device. Only the first
+        receipt counts (`delivered_at` is set once, with a `delivered` step); a seq that is not
+        the caller's, or is already delivered, changes nothing. Returns the ids newly marked."""
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return []
+        async with self._sessionmaker.begin() as session:
+            now = utcnow()
+            result = await session.execute(
+                update(Notification)
+                .where(
+                    visible(user_id),
+                    Notification.seq.in_(wanted),
+                    Notification.delivered_at.is_(None),
+                )
+                .values(delivered_at=now)
+                .returning(Notification.id, Notification.type),
+                execution_options={"synchronize_session": False},
+            )
+            rows = sorted(result.all())
+            detail = {"via": via}
+            await activity.record(
+                session,
+                [
+                    activity.step(id_, user_id, type_, activity.DELIVERED, now, detail)
+                    for id_, type_ in rows
+                ],
+            )
+        return [id_ for id_, _ in rows]
 
     async def _announce_read(self, user_id: str, ids: list[int], count: int) -> None:
         await self._notifier.emit_to_user(user_id, "notifications_read", {"ids": ids})

@@ -19,7 +19,14 @@ from sqlalchemy import Column, Row, Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .. import codec
-from ..models import EmailLog, Notification, NotificationPreference, TopicSubscription, User
+from ..models import (
+    Activity,
+    EmailLog,
+    Notification,
+    NotificationPreference,
+    TopicSubscription,
+    User,
+)
 from ..schemas import isoformat
 from .retention import purge_batches
 
@@ -50,6 +57,7 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
     _entry("subscriptions", TopicSubscription, "user_id", "topic"),
     _entry("notifications", Notification, "user_id", "id"),
     _entry("email_logs", EmailLog, "user_id", "id"),
+    _entry("activity", Activity, "user_id", "id"),
 )
 
 

@@ -42,7 +42,9 @@ class StoredNotification:
     in_app: bool
     created_at: datetime
     publisher: str | None = None
+    publisher_kind: str | None = None
     read_at: datetime | None = None
+    delivered_at: datetime | None = None
 
 
 AfterInsert = Callable[
@@ -51,7 +53,8 @@ AfterInsert = Callable[
 ]
 
 COLUMNS = (
-    "user_id", "seq", "type", "title", "body", "icon", "action_url", "data", "in_app", "publisher"
+    "user_id", "seq", "type", "title", "body", "icon", "action_url", "data", "in_app", "publisher",
+    "publisher_kind",
 )  # fmt: skip
 SHARED = ("type", "title", "body", "icon", "action_url")  # the same for a request's recipients
 
@@ -63,18 +66,19 @@ PG_INSERT = text(
     """
     WITH inserted AS (
         INSERT INTO notifications
-            (user_id, seq, type, title, body, icon, action_url, data, in_app, publisher, read,
-             created_at, updated_at)
+            (user_id, seq, type, title, body, icon, action_url, data, in_app, publisher,
+             publisher_kind, read, created_at, updated_at)
         SELECT r.user_id, r.seq, q.type, q.title, q.body, q.icon, q.action_url,
-               CAST(q.data AS JSON), r.in_app, q.publisher, false,
+               CAST(q.data AS JSON), r.in_app, q.publisher, q.publisher_kind, false,
                CAST(:now AS TIMESTAMPTZ), CAST(:now AS TIMESTAMPTZ)
         FROM unnest(CAST(:user_id AS TEXT[]), CAST(:seq AS BIGINT[]),
                     CAST(:in_app AS BOOLEAN[]), CAST(:request AS BIGINT[]))
              WITH ORDINALITY AS r(user_id, seq, in_app, request, n)
         JOIN unnest(CAST(:type AS TEXT[]), CAST(:title AS TEXT[]), CAST(:body AS TEXT[]),
                     CAST(:icon AS TEXT[]), CAST(:action_url AS TEXT[]), CAST(:data AS TEXT[]),
-                    CAST(:publisher AS TEXT[]))
-             WITH ORDINALITY AS q(type, title, body, icon, action_url, data, publisher, request)
+                    CAST(:publisher AS TEXT[]), CAST(:publisher_kind AS TEXT[]))
+             WITH ORDINALITY
+             AS q(type, title, body, icon, action_url, data, publisher, publisher_kind, request)
           ON q.request = r.request
         ORDER BY r.n
         RETURNING id, user_id, seq
@@ -195,6 +199,7 @@ async def insert_rows(
     request_of: list[int],
     now: datetime,
     publishers: Sequence[str | None],
+    kinds: Sequence[str | None],
 ) -> None:
     """Insert the rows (row i from request `request_of[i]`, counted from 1) in one statement and
     fill in their ids."""
@@ -205,6 +210,7 @@ async def insert_rows(
         }
         params["data"] = [OrjsonModule.dumps(request.data) for request in requests]
         params["publisher"] = list(publishers)
+        params["publisher_kind"] = list(kinds)
         params["user_id"] = [row.user_id for row in rows]
         params["seq"] = [row.seq for row in rows]
         params["in_app"] = [row.in_app for row in rows]
@@ -236,12 +242,14 @@ async def store(
     requests: Sequence[NotificationCreate],
     after_insert: AfterInsert,
     publishers: Sequence[str | None],
+    kinds: Sequence[str | None],
     *,
     max_recipients: int | None = None,
 ) -> tuple[list[list[StoredNotification]], dict[str, int]]:
     """Insert one notification per recipient of each request (`publishers[i]` published
-    `requests[i]`). Returns the rows per request and each recipient's unread count after them.
-    More than `max_recipients` in all (topics resolved) is `Invalid`, before anything is written."""
+    `requests[i]`, by way of `kinds[i]`: token, api_key, event, channel or stream). Returns the
+    rows per request and each recipient's unread count after them. More than `max_recipients`
+    in all (topics resolved) is `Invalid`, before anything is written."""
     audiences = [await recipients(session, request) for request in requests]
     total = sum(len(audience) for audience in audiences)
     if max_recipients is not None and total > max_recipients:
@@ -266,8 +274,8 @@ async def store(
     now = utcnow()
     rows: list[StoredNotification] = []
     request_of: list[int] = []
-    for number, (request, audience, shown, publisher) in enumerate(
-        zip(requests, audiences, in_app, publishers, strict=True), start=1
+    for number, (request, audience, shown, publisher, kind) in enumerate(
+        zip(requests, audiences, in_app, publishers, kinds, strict=True), start=1
     ):
         request_of.extend([number] * len(audience))
         for uid, visible in zip(audience, shown, strict=True):
@@ -285,10 +293,11 @@ async def store(
                     in_app=visible,
                     created_at=now,
                     publisher=publisher,
+                    publisher_kind=kind,
                 )
             )
             next_seq[uid] += 1
-    await insert_rows(session, requests, rows, request_of, now, publishers)
+    await insert_rows(session, requests, rows, request_of, now, publishers, kinds)
     emails = {uid: recipient.email for uid, recipient in allocated.items()}
     await after_insert(session, rows, prefs, emails)
     grouped: list[list[StoredNotification]] = []

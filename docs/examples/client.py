@@ -14,6 +14,9 @@ What the server promises, and what a client does for it (README, "Socket.IO"):
   after it if anything asked meanwhile. The connect's recovery counts as a running sync.
 - `recovered: false` (too far behind): the newest page comes over REST instead; but
   `retry: true` (the database was away) only means "reconnecting": the position is kept.
+- Receipts: each notification that arrives is acknowledged with `received {"seqs": [...]}`,
+  batched (at most RECEIPT_MAX_SEQS, 100, a batch; one batch per RECEIPT_DELAY); the server
+  sets `delivered_at` on the first device's receipt, which `email_unless: "delivered"` waits on.
 - python-socketio retries a dropped connection, but not one the server ended with an Engine.IO
   CLOSE (this server closes websockets under their clients instead, so they come back; a
   long-polling session still gets CLOSE): this client comes back by itself after those too.
@@ -34,6 +37,9 @@ import aiohttp
 import socketio
 
 log = logging.getLogger("notification_client")
+RECEIPT_DELAY = 0.2  # seconds a receipt waits for others to share its event
+RECEIPT_BATCH = 100  # the server's default RECEIPT_MAX_SEQS
+RECEIPTS_KEPT = 1000  # waiting while disconnected; the oldest go first (they are best effort)
 Notification = dict[str, Any]
 
 
@@ -59,6 +65,8 @@ class NotificationClient:
         self._connection = 0  # a sync from an earlier connection must not touch this one
         self._tasks: set[asyncio.Task[None]] = set()  # referenced until done
         self._closed = False
+        self._receipts: list[int] = []  # seqs that arrived and are not acknowledged yet
+        self._receipts_due = False
         self.sio = socketio.AsyncClient()
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
@@ -86,6 +94,9 @@ class NotificationClient:
 
     def _on_connect(self) -> None:
         self._connection += 1
+        if self._receipts and not self._receipts_due:  # what arrived before the drop
+            self._receipts_due = True
+            self._spawn(self._send_receipts())
         self._syncing, self._again = True, False  # the server is replaying after last_seq
 
     def _on_disconnect(self, reason: str) -> None:
@@ -110,6 +121,7 @@ class NotificationClient:
 
     def _on_notification(self, notification: Notification) -> None:
         seq = notification["seq"]
+        self._acknowledge(seq)
         gap = seq > self.last_seq + 1
         if not self._deliver(notification):
             return
@@ -184,6 +196,24 @@ class NotificationClient:
         while self.last_seq + 1 in self._ahead:
             self.last_seq += 1
         self._ahead = {s for s in self._ahead if s > self.last_seq}
+
+    def _acknowledge(self, seq: int) -> None:
+        """It reached this device: say so, batched (duplicates are harmless to the server)."""
+        self._receipts = [*self._receipts, seq][-RECEIPTS_KEPT:]
+        if not self._receipts_due:
+            self._receipts_due = True
+            self._spawn(self._send_receipts())
+
+    async def _send_receipts(self) -> None:
+        await asyncio.sleep(RECEIPT_DELAY)
+        self._receipts_due = False
+        while self._receipts and self.sio.connected:
+            batch, self._receipts = self._receipts[:RECEIPT_BATCH], self._receipts[RECEIPT_BATCH:]
+            try:
+                await self.sio.emit("received", {"seqs": batch})
+            except socketio.exceptions.BadNamespaceError:  # disconnected meanwhile: next time
+                self._receipts = batch + self._receipts
+                return
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -12,6 +12,10 @@ const SERVER_EVENTS = [
   "notifications_read",
   "notification_deleted",
 ];
+/** Receipts wait this long for others to share one `received` event, at most RECEIPT_BATCH. */
+const RECEIPT_DELAY_MS = 200;
+const RECEIPT_BATCH = 100; // the server's default RECEIPT_MAX_SEQS
+const RECEIPTS_KEPT = 1000; // waiting while offline; the oldest go first (best effort)
 const AUTH_FAILURES = /^(missing token|token expired|invalid token)/;
 
 /**
@@ -30,6 +34,8 @@ export class Realtime extends EventTarget {
   #syncing = false; // a sync, or the connect's recovery, is running
   #again = false; // another sync was asked for while it ran
   #connection = 0; // a sync of an earlier connection must not touch this one
+  #receipts = []; // seqs that arrived and are not acknowledged yet
+  #receiptTimer = null;
 
   constructor({ getToken, getLastSeq }) {
     super();
@@ -124,11 +130,33 @@ export class Realtime extends EventTarget {
     for (const name of SERVER_EVENTS) {
       socket.on(name, (data) => this.dispatchEvent(new CustomEvent(name, { detail: data })));
     }
+    // Delivery receipts: the server records delivered_at from the first device's receipt.
+    socket.on("notification", (data) => this.#acknowledge(data?.seq));
+    socket.on("connect", () => this.#scheduleReceipts());
     socket.on("recovery", (data) => {
       this.#syncing = false;
       this.dispatchEvent(new CustomEvent("recovery", { detail: data }));
       if (this.#again) this.#runSyncs();
     });
+  }
+
+  #acknowledge(seq) {
+    if (!Number.isInteger(seq)) return;
+    this.#receipts.push(seq);
+    const excess = this.#receipts.length - RECEIPTS_KEPT;
+    if (excess > 0) this.#receipts.splice(0, excess);
+    this.#scheduleReceipts();
+  }
+
+  #scheduleReceipts() {
+    if (this.#receiptTimer || !this.#receipts.length) return;
+    this.#receiptTimer = setTimeout(() => {
+      this.#receiptTimer = null;
+      const socket = this.socket;
+      while (socket?.connected && this.#receipts.length) {
+        socket.emit("received", { seqs: this.#receipts.splice(0, RECEIPT_BATCH) });
+      }
+    }, RECEIPT_DELAY_MS);
   }
 
   stop() {

@@ -170,3 +170,27 @@ async def test_a_reconnect_replays_from_last_seq_and_a_fresh_client_starts_from_
         await client.close()
     assert got == ["live", "while away"]
     assert client.last_seq == 4
+
+
+async def test_the_documented_client_acknowledges_what_it_received(server: RunningServer) -> None:
+    got: list[dict[str, Any]] = []
+    client = load_example().NotificationClient(
+        server.url, server.token("hana"), on_notification=got.append
+    )
+    await client.connect()
+    try:
+        published = [(await server.publish(["hana"], title=f"#{n}"))[0] for n in range(3)]
+        await wait_until(lambda: len(got) == 3)
+        delivered: list[Any] = []
+
+        async def all_delivered() -> bool:
+            status, page = await server.request("GET", "/api/v1/notifications", sub="hana")
+            delivered[:] = [n["delivered_at"] for n in page["notifications"]]
+            return status == 200 and None not in delivered
+
+        async with asyncio.timeout(10):
+            while not await all_delivered():
+                await asyncio.sleep(0.05)
+        assert len(delivered) == len(published)
+    finally:
+        await client.close()
