@@ -183,7 +183,8 @@ async def test_erase_leaves_nothing_of_the_user_in_any_table(
     )
     assert status == 200
     assert answer["erased"] == {
-        "user": 1, "preferences": 1, "subscriptions": 1, "notifications": 3, "email_logs": 2
+        "user": 1, "preferences": 1, "subscriptions": 1, "notifications": 3, "email_logs": 2,
+        "activity": 2,  # the read and the deleted step
     }  # fmt: skip
     assert not any((await _rows_of(server, "gone")).values())
     assert await _rows_of(server, "kept") == kept_before
