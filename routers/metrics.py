@@ -86,6 +86,17 @@ class ServerCollector(Collector):
                 "notify_notifications_created", "notifications stored",
                 value=self.app[keys.NOTIFICATIONS].created_total,
             )  # fmt: skip
+        if keys.PUSH_LOG in self.app:
+            push_log = self.app[keys.PUSH_LOG]
+            steps = CounterMetricFamily(
+                "notify_activity_pushed_steps",
+                "`pushed` activity steps, by outcome (dropped: past ACTIVITY_QUEUE_MAX or the "
+                "database away)",
+                labels=["outcome"],
+            )
+            steps.add_metric(["written"], push_log.written)
+            steps.add_metric(["dropped"], push_log.dropped)
+            yield steps
         if keys.EVENTS in self.app:
             ingest = self.app[keys.EVENTS]
             events = CounterMetricFamily(

@@ -286,8 +286,8 @@ class NotificationService:
         for _attempt in range(3):
             try:
                 results, pending = await self._store_items(
-                publisher, publisher_kind, items, max_recipients
-            )
+                    publisher, publisher_kind, items, max_recipients
+                )
             except _KeyTaken:
                 continue
             await self.announce(pending, source=publisher_kind)
@@ -638,7 +638,7 @@ class NotificationService:
                     Notification.delivered_at.is_(None),
                 )
                 .values(delivered_at=now)
-                .returning(Notification.id, Notification.type),
+                .returning(Notification.id, Notification.type, Notification.created_at),
                 execution_options={"synchronize_session": False},
             )
             rows = sorted(result.all())
@@ -647,10 +647,12 @@ class NotificationService:
                 session,
                 [
                     activity.step(id_, user_id, type_, activity.DELIVERED, now, detail)
-                    for id_, type_ in rows
+                    for id_, type_, _ in rows
                 ],
             )
-        return [id_ for id_, _ in rows]
+        for _, _, created_at in rows:  # commit-to-receipt, from the first device's receipt
+            self._metrics.observe_receipt_latency((now - created_at).total_seconds())
+        return [id_ for id_, _, _ in rows]
 
     async def _announce_read(self, user_id: str, ids: list[int], count: int) -> None:
         await self._notifier.emit_to_user(user_id, "notifications_read", {"ids": ids})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend import keys
 from backend.email.worker import EmailWorker
+from backend.security import SCOPE_ADMIN
 
 from ..conftest import RunningServer, refused_connect
 from ..email_helpers import Inbox, inbox, mail_server, register, sessionmaker_of
@@ -36,6 +38,20 @@ def delta(
     return after[key] - before.get(key, 0.0)
 
 
+async def wait_delivered(server: RunningServer, notification_id: int) -> None:
+    """Until the admin timeline shows the receipt (bounded: 5 s)."""
+    for _ in range(100):
+        status, answer = await server.request(
+            "GET", f"/api/v1/admin/notifications/{notification_id}/activity",
+            sub="admin", scopes=(SCOPE_ADMIN,),
+        )  # fmt: skip
+        assert status == 200, answer
+        if answer["notification"]["delivered_at"] is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the receipt never set delivered_at")
+
+
 async def test_a_scripted_session_moves_each_metric_by_exactly_what_happened(
     mail_server: RunningServer, inbox: Inbox
 ) -> None:
@@ -50,6 +66,10 @@ async def test_a_scripted_session_moves_each_metric_by_exactly_what_happened(
     alice = await server.connect("alice")
     [created] = await server.publish(["alice"], type="deploy", title="Deployed")
     await alice.wait_for("notification")
+    await alice.client.emit(
+        "received", {"seqs": [created["seq"]]}
+    )  # the receipt, as clients send it
+    await wait_delivered(server, created["id"])
     status, _ = await server.request("GET", f"/api/v1/notifications/{created['id']}", sub="alice")
     assert status == 200
     assert (await alice.call("mark_read", {"ids": [created["id"]]}))["ok"] is True
@@ -66,6 +86,8 @@ async def test_a_scripted_session_moves_each_metric_by_exactly_what_happened(
     assert d("notify_notifications_stored_total", type="deploy", source="token") == 1
     assert d("notify_notifications_created_total") == 1
     assert d("notify_publish_commit_to_emit_seconds_count") == 1
+    assert d("notify_commit_to_receipt_seconds_count") == 1  # one notification, one first receipt
+    assert d("notify_activity_pushed_steps_total", outcome="dropped") == 0
     route = "/api/v1/notifications"
     assert d("notify_http_requests_total", method="POST", route=route, status="201") == 1
     assert d("notify_http_request_duration_seconds_count", route=route) == 1
