@@ -12,7 +12,9 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as redis
+from sqlalchemy import event
 
+from backend import keys
 from backend.config import ConfigError, load_settings
 from backend.realtime.delivery import BUS_PREFIX, EACH_PREFIX
 
@@ -136,6 +138,34 @@ async def test_a_fan_out_puts_one_bus_message_per_chunk_not_one_per_recipient(
     assert (chunks, emits) == (3, 0)  # ceil(25 / 10) messages, not 50
     for client in on_b.values():
         assert len(client.of("notification")) == 1
+
+
+@on_postgresql
+async def test_connects_under_the_bus_take_their_catch_up_baseline_from_the_batched_upsert(
+    make_server: MakeServer, bus_redis: RedisServer
+) -> None:
+    """A connect without last_seq needs the user's latest seq (where a bus gap catches it up
+    from); it comes with the connects' shared user upsert, not a transaction per connect."""
+    server = await make_server(redis_url=bus_redis.url)
+    users = [f"u{n}" for n in range(60)]
+    before = await server.publish(users[:1])  # u0 has a seq already: its baseline is 1
+    transactions = 0
+
+    def counted(*_args: object) -> None:
+        nonlocal transactions
+        transactions += 1
+
+    engine = server.app[keys.ENGINE].sync_engine
+    event.listen(engine, "begin", counted)
+    try:
+        clients = await asyncio.gather(*[server.connect(user) for user in users])
+    finally:
+        event.remove(engine, "begin", counted)
+    assert transactions < len(users) / 2  # one per batch of connects (it was one per connect)
+    sent = server.app[keys.DELIVERY].sent_seq
+    first = clients[0].client.get_sid()
+    assert first is not None and sent[first] == before[0]["seq"]
+    assert sorted(sent.values()) == [0] * (len(users) - 1) + [before[0]["seq"]]
 
 
 def test_a_fan_out_chunk_out_of_range_is_refused() -> None:
