@@ -391,6 +391,7 @@ class BusHooks(Protocol):
     def listen_failed(self, exc: BaseException) -> None: ...
     def may_publish(self) -> bool: ...
     def publish_failed(self, exc: BaseException | None) -> None: ...
+    def gap(self, why: str) -> None: ...
 
 
 class RedisManager(socketio.AsyncRedisManager, DeliveryMixin):
@@ -555,7 +556,10 @@ class RedisManager(socketio.AsyncRedisManager, DeliveryMixin):
                     try:  # in the listener, so in order with every other message
                         await self._handle_chunk(data)
                     except Exception:
+                        # Some of its rooms may have had nothing: every session catches up.
                         self._get_logger().exception("could not deliver a fan-out chunk")
+                        if self.watch is not None:
+                            self.watch.gap("a fan-out chunk could not be delivered")
                 elif data.startswith(BUS_PREFIX):
                     if self.watch is not None:
                         self.watch.heard(data)

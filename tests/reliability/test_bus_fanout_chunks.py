@@ -168,6 +168,34 @@ async def test_connects_under_the_bus_take_their_catch_up_baseline_from_the_batc
     assert sorted(sent.values()) == [0] * (len(users) - 1) + [before[0]["seq"]]
 
 
+@on_postgresql
+async def test_a_fan_out_chunk_that_cannot_be_read_makes_the_process_catch_up(
+    make_server: MakeServer, bus_redis: RedisServer
+) -> None:
+    """Garbage (or a chunk from a newer format) on the channel never kills the listener; the
+    process treats it as a gap: its sessions catch up from the database, then go on live."""
+    a = await make_server(redis_url=bus_redis.url)
+    b = await make_server(redis_url=bus_redis.url)
+    on_b = await b.connect("alice")
+    [first] = await a.publish(["alice"])
+    await on_b.wait_for("notification")
+    gaps = metric(await metrics(b), "notify_bus_gaps_total")
+    sender = redis.Redis.from_url(bus_redis.url)
+    try:
+        await sender.publish(CHANNEL, EACH_PREFIX + b"someone\n{not json\n[]")
+    finally:
+        await sender.aclose()
+    deadline = time.monotonic() + 5
+    while metric(await metrics(b), "notify_bus_gaps_total") == gaps:
+        assert time.monotonic() < deadline, "no gap after an unreadable chunk"
+        await asyncio.sleep(0.1)
+    [second] = await a.publish(["alice"])
+    got = await on_b.wait_for("notification", count=2)
+    await asyncio.sleep(0.3)
+    assert [n["seq"] for n in on_b.of("notification")] == [first["seq"], second["seq"]]
+    assert got[1]["id"] == second["id"]
+
+
 def test_a_fan_out_chunk_out_of_range_is_refused() -> None:
     env = {"JWT_SECRET": TEST_SECRET}
     for bad in ("0", "100001"):
