@@ -165,7 +165,6 @@ async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
     sio = app[keys.SIO]
     connections = app[keys.CONNECTIONS]
     notifier = app[keys.NOTIFIER]
-    service = app[keys.NOTIFICATIONS]
 
     def sessions() -> list[tuple[str, str]]:
         return [
@@ -174,9 +173,6 @@ async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
             for c in connections.user_sessions(user)
             if c.live
         ]
-
-    async def latest_seq(user_id: str) -> int:
-        return await service.latest_seq(user_id=user_id)
 
     async def close(sid: str) -> None:
         """An Engine.IO close: the official clients reconnect with their last_seq."""
@@ -190,7 +186,6 @@ async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
         control=app[keys.DELIVERY],
         sessions=sessions,
         recovery=app[keys.RECOVERY],
-        latest_seq=latest_seq,
         send=notifier.emit_to_local_session,
         close=close,
         interval=settings.bus_canary_interval_seconds,

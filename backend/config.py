@@ -86,6 +86,8 @@ class Settings:
     bus_retry_max_seconds: float = 1.0
     # sessions caught up from the database at once after the bus was deaf
     bus_catchup_concurrency: int = 8
+    # recipients of a fan-out carried in one bus message (each process delivers its own)
+    bus_fanout_chunk: int = 1000
     max_body_bytes: int = 256 * 1024
     # every JSON document from outside (REST body, socket event, CONNECT auth): levels of nesting
     max_json_depth: int = 32
@@ -270,6 +272,7 @@ _INT_SETTINGS = {
     "SSE_MAX_STREAMS_PER_USER": "sse_max_streams_per_user",
     "SSE_MAX_QUEUED_EVENTS": "sse_max_queued_events",
     "BUS_CATCHUP_CONCURRENCY": "bus_catchup_concurrency",
+    "BUS_FANOUT_CHUNK": "bus_fanout_chunk",
     "INGEST_BATCH_SIZE": "ingest_batch_size",
     "INGEST_MAX_DELIVERIES": "ingest_max_deliveries",
     "INGEST_DEAD_MAX_LENGTH": "ingest_dead_max_length",
@@ -516,6 +519,8 @@ def validate(settings: Settings) -> None:
         )
     if settings.bus_catchup_concurrency < 1:
         raise ConfigError("BUS_CATCHUP_CONCURRENCY must be at least 1")
+    if not 1 <= settings.bus_fanout_chunk <= 100_000:
+        raise ConfigError("BUS_FANOUT_CHUNK must be from 1 to 100000")
     _validate_ingest(settings)
     if not settings.app_url.startswith(("http://", "https://")):
         raise ConfigError(f"APP_URL must start with http:// or https://, got {settings.app_url!r}")

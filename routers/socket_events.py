@@ -149,8 +149,14 @@ class NotificationNamespace(socketio.AsyncNamespace):
                     await self.evicted(other, CAP)
                 else:
                     self.server.start_background_task(self._drop, other)
+            bus = app.get(keys.BUS)
             try:
-                await app[keys.USERS].remember(claims.sub, claims.email, claims.name)
+                # With the bus, a session without last_seq needs its catch-up baseline: the
+                # user's latest seq, read in the same batch as the upsert.
+                latest_seq = await app[keys.USERS].remember(
+                    claims.sub, claims.email, claims.name,
+                    latest_seq=bus is not None and last_seq is None,
+                )  # fmt: skip
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise
@@ -162,8 +168,8 @@ class NotificationNamespace(socketio.AsyncNamespace):
             recovery = app[keys.RECOVERY]
             if last_seq is not None:
                 recovery.hold(sid)  # before joining the room: nothing live slips in unseen
-            elif keys.BUS in app:  # where this session catches up from after a bus gap
-                await app[keys.BUS].baseline(sid, claims.sub)
+            elif bus is not None and latest_seq is not None:  # where a bus gap catches up from
+                bus.baseline(sid, latest_seq)
             await self.save_session(sid, {"claims": claims})
             connection = connections.get(sid)
             if connection is None:  # a newer connect of this user displaced this one meanwhile

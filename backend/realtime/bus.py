@@ -52,7 +52,6 @@ class BusWatch:
         control: DeliveryControl,
         sessions: Sessions,
         recovery: Recovery,
-        latest_seq: Callable[[str], Awaitable[int]],
         send: Send,
         close: Callable[[str], Awaitable[None]],
         interval: float,
@@ -64,7 +63,6 @@ class BusWatch:
         self._control = control
         self._sessions = sessions
         self._recovery = recovery
-        self._latest_seq = latest_seq
         self._send = send
         self._close = close
         self.interval = interval
@@ -217,12 +215,10 @@ class BusWatch:
 
     # -- catch-up --------------------------------------------------------------------------
 
-    async def baseline(self, sid: str, user_id: str) -> None:
-        """A session without `last_seq` starts from the user's latest seq at connect."""
-        try:
-            self._control.note_sent(sid, await self._latest_seq(user_id))
-        except Exception as exc:  # then this session is not caught up after a gap
-            log.warning("no catch-up baseline for %s: %s", sid, describe(exc))
+    def baseline(self, sid: str, latest_seq: int) -> None:
+        """A session without `last_seq` starts from the user's latest seq at connect (read by
+        the connect's batched user upsert, not a query of its own)."""
+        self._control.note_sent(sid, latest_seq)
 
     def gap(self, why: str) -> None:
         """Hold every local session now (no await) and queue its catch-up."""

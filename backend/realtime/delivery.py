@@ -24,9 +24,13 @@ from .fast import text_frame, write_now
 from .limits import TokenBucket
 
 NOTIFICATION = "notification"
-# Canaries and gap notices share python-socketio's channel; never JSON, so its listener would
-# skip them even if ours did not take them out first.
+# Canaries, gap notices and fan-out chunks share python-socketio's channel; never JSON, so its
+# listener would skip them even if ours did not take them out first.
 BUS_PREFIX = b"#bus "
+# A fan-out chunk: `#bus each <host id>\n<header JSON>\n<body>`, the header naming the namespace,
+# the rooms and where each room's (event, data) list ends in the body, so a process decodes only
+# the rooms it holds sessions in, and nothing at all when it holds none.
+EACH_PREFIX = BUS_PREFIX + b"each "
 
 
 class StreamSink(Protocol):
@@ -263,11 +267,6 @@ class DeliveryMixin(socketio.AsyncManager):
     ) -> None:
         """Events to many rooms, each room its own (event, data) list: the fan-out of stored
         notifications, where a user's notification and unread_count leave in one write."""
-        if hasattr(self, "_publish"):  # pub/sub: every process must see each one
-            for room, messages in items:
-                for event, data in messages:
-                    await self.emit(event, data, namespace, room=room)
-            return
         for room, messages in items:
             await self.deliver_local(room, messages, namespace)
 
@@ -412,6 +411,7 @@ class BusHooks(Protocol):
     def listen_failed(self, exc: BaseException) -> None: ...
     def may_publish(self) -> bool: ...
     def publish_failed(self, exc: BaseException | None) -> None: ...
+    def gap(self, why: str) -> None: ...
 
 
 class RedisManager(socketio.AsyncRedisManager, DeliveryMixin):
@@ -428,6 +428,7 @@ class RedisManager(socketio.AsyncRedisManager, DeliveryMixin):
     watch: BusHooks | None = None
     retry_max: float = 1.0
     publish_timeout: float = 3.0
+    fanout_chunk: int = 1000
 
     def _redis_connect(self) -> None:
         if self.redis is None:  # one client (plain or Sentinel, as python-socketio builds it)
@@ -471,17 +472,72 @@ class RedisManager(socketio.AsyncRedisManager, DeliveryMixin):
         return stray
 
     async def _publish(self, data: Any) -> Any:
+        await self._publish_payload(self.json.dumps(data))
+        return None
+
+    async def _publish_payload(self, payload: Any) -> None:
         watch = self.watch
         if watch is not None and not watch.may_publish():
             watch.publish_failed(None)
-            return None
+            return
         try:
-            await self.publish_raw(self.json.dumps(data))
+            await self.publish_raw(payload)
         except Exception as exc:
             if watch is None:
                 raise
             watch.publish_failed(exc)
-        return None
+
+    async def emit_each(
+        self, items: list[tuple[str, list[tuple[str, Any]]]], namespace: str
+    ) -> None:
+        """The fan-out across processes: this process's sessions at once, then one bus message
+        per `fanout_chunk` rooms (not one per event: python-socketio's emit would publish each,
+        awaited in turn, and every process would decode them all). A chunk that fails to publish
+        is a gap like any lost emit: the others catch up from the database."""
+        for room, messages in items:
+            await self.deliver_local(room, messages, namespace)
+        lock = self.__dict__.get("_chunk_lock")
+        if lock is None:
+            lock = self._chunk_lock = asyncio.Lock()
+        # One fan-out's chunks leave together and fan-outs in the order they got here.
+        async with lock:
+            for start in range(0, len(items), self.fanout_chunk):
+                chunk = items[start : start + self.fanout_chunk]
+                await self._publish_payload(self._encode_chunk(chunk, namespace))
+
+    def _encode_chunk(
+        self, items: list[tuple[str, list[tuple[str, Any]]]], namespace: str
+    ) -> bytes:
+        parts = [orjson.dumps(messages) for _, messages in items]
+        ends: list[int] = []
+        end = 0
+        for part in parts:
+            end += len(part)
+            ends.append(end)
+        header = orjson.dumps({"ns": namespace, "rooms": [room for room, _ in items], "ends": ends})
+        return b"".join([EACH_PREFIX, self.host_id.encode(), b"\n", header, b"\n", *parts])
+
+    async def _handle_chunk(self, data: bytes) -> None:
+        """Another process's fan-out chunk: deliver to the rooms this process holds sessions in,
+        through the same holds, buckets and duplicate check as any local delivery."""
+        view = memoryview(data)
+        host_end = data.index(b"\n", len(EACH_PREFIX))
+        if view[len(EACH_PREFIX) : host_end] == self.host_id.encode():
+            return  # its own: delivered locally before it was published
+        header_end = data.index(b"\n", host_end + 1)
+        header = orjson.loads(view[host_end + 1 : header_end])
+        namespace, rooms, ends = header["ns"], header["rooms"], header["ends"]
+        here = self.rooms.get(namespace)
+        last_unread = self.delivery.last_unread
+        body = view[header_end + 1 :]
+        start = 0
+        for room, end in zip(rooms, ends, strict=True):
+            if here and here.get(room):
+                messages = [(event, payload) for event, payload in orjson.loads(body[start:end])]
+                await self._deliver(messages, namespace, room, set())
+            else:
+                last_unread.pop(room, None)  # not kept for a room with no session here
+            start = end
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[dict[str, Any]]:
         first_delay = min(0.1, self.retry_max)
@@ -516,7 +572,15 @@ class RedisManager(socketio.AsyncRedisManager, DeliveryMixin):
                 if self.watch is not None:
                     self.watch.subscribed()
             elif kind == "message" and isinstance(data, bytes):
-                if data.startswith(BUS_PREFIX):
+                if data.startswith(EACH_PREFIX):
+                    try:  # in the listener, so in order with every other message
+                        await self._handle_chunk(data)
+                    except Exception:
+                        # Some of its rooms may have had nothing: every session catches up.
+                        self._get_logger().exception("could not deliver a fan-out chunk")
+                        if self.watch is not None:
+                            self.watch.gap("a fan-out chunk could not be delivered")
+                elif data.startswith(BUS_PREFIX):
                     if self.watch is not None:
                         self.watch.heard(data)
                 else:

@@ -32,6 +32,7 @@ def create_socket_server(settings: Settings, control: DeliveryControl) -> socket
         )
         manager.retry_max = settings.bus_retry_max_seconds
         manager.publish_timeout = timeout
+        manager.fanout_chunk = settings.bus_fanout_chunk
     else:
         manager = LocalManager()
     manager.delivery = control

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -14,6 +14,8 @@ from ..models import User, utcnow
 from .batching import GroupCommit
 
 Claims = tuple[str, str | None, str | None]  # (user id, email, name) as a token carries them
+# A connect's ask: its claims, whether they need writing, whether it wants the latest seq.
+_Ask = tuple[Claims, bool, bool]
 
 
 async def ensure_users(session: AsyncSession, user_ids: Iterable[str]) -> None:
@@ -95,32 +97,53 @@ def _sqlite_upsert_users() -> Any:
 SQLITE_UPSERT_USERS = _sqlite_upsert_users()
 
 
+async def latest_seqs(session: AsyncSession, user_ids: Iterable[str]) -> dict[str, int]:
+    """Each user's latest seq (a user with no row has none yet: 0)."""
+    ids = sorted(set(user_ids))
+    if not ids:
+        return {}
+    rows = await session.execute(select(User.id, User.last_seq).where(User.id.in_(ids)))
+    return {uid: int(seq or 0) for uid, seq in rows}
+
+
 class UserDirectory:
     """Records the users that connect, with their token's email and name, so emails can reach
     them. Concurrent connects share one transaction (group commit), and a user already recorded
-    with the same claims costs nothing: a reconnect storm writes nothing at all."""
+    with the same claims costs nothing: a reconnect storm writes nothing at all. A connect that
+    needs the user's latest seq (the bus catch-up baseline) reads it in the same batch."""
 
     KNOWN_MAX = 100_000
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
         self._known: set[Claims] = set()
-        self._group: GroupCommit[Claims, None] = GroupCommit(self._write, max_batch=500)
+        self._group: GroupCommit[_Ask, int | None] = GroupCommit(self._write, max_batch=500)
 
-    async def remember(self, user_id: str, email: str | None, name: str | None) -> None:
+    async def remember(
+        self, user_id: str, email: str | None, name: str | None, *, latest_seq: bool = False
+    ) -> int | None:
+        """Record the user; with `latest_seq`, also answer the user's latest seq (None without)."""
         claims = (user_id, email, name)
-        if claims in self._known:
-            return
-        await self._group.submit(claims)
-        if len(self._known) >= self.KNOWN_MAX:
-            self._known.clear()
-        self._known.add(claims)
+        known = claims in self._known
+        if known and not latest_seq:
+            return None
+        seq = await self._group.submit((claims, not known, latest_seq))
+        if not known:
+            if len(self._known) >= self.KNOWN_MAX:
+                self._known.clear()
+            self._known.add(claims)
+        return seq
 
-    async def _write(self, batch: list[Claims]) -> list[None]:
+    async def _write(self, batch: list[_Ask]) -> list[int | None]:
         merged: dict[str, tuple[str | None, str | None]] = {}
-        for user_id, email, name in batch:
-            old_email, old_name = merged.get(user_id, (None, None))
-            merged[user_id] = (email or old_email, name or old_name)
+        for (user_id, email, name), write, _ in batch:
+            if write:
+                old_email, old_name = merged.get(user_id, (None, None))
+                merged[user_id] = (email or old_email, name or old_name)
+        wanted = [claims[0] for claims, _, want in batch if want]
         async with self._sessionmaker.begin() as session:
             await upsert_users(session, merged)
-        return [None] * len(batch)
+            # After the upsert, in the same transaction: one more statement per batch, where
+            # each connect used to open a transaction of its own for it.
+            seqs = await latest_seqs(session, wanted)
+        return [seqs.get(claims[0], 0) if want else None for claims, _, want in batch]
