@@ -147,7 +147,7 @@ class DeliveryControl:
         seqs = {seq for _, seq in self.recent.get(sid, ())}
         settled = self.settled.get(sid)
         if settled is None:  # everything it was sent is recent, its baseline first
-            return min(seqs) - 1, seqs
+            return max(min(seqs) - 1, 0), seqs  # seqs start at 1: never below 0
         return settled, {seq for seq in seqs if seq > settled}
 
     def open_gap(self) -> None:
