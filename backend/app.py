@@ -36,6 +36,7 @@ from .realtime.sse import StreamHub
 from .realtime.tickets import TicketStore
 from .redis_url import open_redis
 from .security import TokenVerifier
+from .services.api_keys import ApiKeys
 from .services.events import EventIngest
 from .services.notifications import NotificationService
 from .services.users import UserDirectory
@@ -56,6 +57,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     service = NotificationService(sessionmaker=sessionmaker, notifier=app[keys.NOTIFIER])
     app[keys.NOTIFICATIONS] = service
     app[keys.USERS] = UserDirectory(sessionmaker)
+    app[keys.API_KEYS] = ApiKeys(sessionmaker=sessionmaker, settings=settings)
     app[keys.EVENTS] = EventIngest(
         sessionmaker=sessionmaker,
         notifications=service,
@@ -348,6 +350,7 @@ async def index(_request: web.Request) -> web.StreamResponse:
 def create_app(settings: Settings) -> web.Application:
     from routers import (
         admin_email,
+        api_keys,
         dev,
         events,
         health,
@@ -461,7 +464,7 @@ def create_app(settings: Settings) -> web.Application:
         health.api,
         dev.api,
     ]
-    route_sets += [admin_email.api, unsubscribe.api, events.dapr, events.api]
+    route_sets += [admin_email.api, unsubscribe.api, events.dapr, events.api, api_keys.api]
     for routes in route_sets:
         app.router.add_routes(routes.table)
     document = openapi.build_openapi(

@@ -21,6 +21,7 @@ from .realtime.recovery import Recovery
 from .realtime.sse import StreamHub
 from .realtime.tickets import TicketStore
 from .security import TokenVerifier
+from .services.api_keys import ApiKeys
 from .services.events import EventIngest
 from .services.notifications import NotificationService
 from .services.users import UserDirectory
@@ -42,6 +43,7 @@ INBOUND_LIMITER = web.AppKey("inbound_limiter", SessionLimiter)
 CONNECT_BUCKET = web.AppKey("connect_bucket", TokenBucket)
 NOTIFICATIONS = web.AppKey("notifications", NotificationService)
 USERS = web.AppKey("users", UserDirectory)
+API_KEYS = web.AppKey("api_keys", ApiKeys)
 EVENTS = web.AppKey("events", EventIngest)
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 STREAMS = web.AppKey("streams", StreamHub)

@@ -17,10 +17,12 @@ from backend.schemas import (
     UnreadCount,
 )
 from backend.security import SCOPE_PUBLISH
+from backend.services.permissions import authorize_publish
 
 from .http import (
     ApiRoutes,
     authenticate,
+    authorize,
     json_response,
     parse_body,
     parse_headers,
@@ -41,21 +43,29 @@ TAGS = ("notifications",)
     status=201,
     scope=SCOPE_PUBLISH,
     tags=TAGS,
-    errors={409: "Idempotency-Key reused with another body, or its first request still runs"},
+    errors={
+        403: "a private topic not in the token's topics claim or the key's, or a user the key "
+        "may not notify",
+        409: "Idempotency-Key reused with another body, or its first request still runs",
+    },
 )
 async def create_notifications(request: web.Request) -> web.Response:
     """Publish a notification to users or a topic; one stored per recipient."""
-    claims = authenticate(request, SCOPE_PUBLISH)
+    principal = await authorize(request, SCOPE_PUBLISH)
     key = parse_headers(request, PublishHeaders).idempotency_key
     body = await parse_body(request, NotificationCreate)
-    limit = request.app[keys.SETTINGS].max_data_bytes
+    settings = request.app[keys.SETTINGS]
+    authorize_publish(
+        principal, user_ids=body.user_ids, topic=body.topic, public_topics=settings.public_topics
+    )
+    limit = settings.max_data_bytes
     size = encoded_size(body.data)
     if size > limit:
         message = f"data is {size} bytes encoded; the limit is {limit}"
         details = [{"loc": ["data"], "msg": message, "type": "too_long"}]
         raise Invalid(message, details=details)
     created = await request.app[keys.NOTIFICATIONS].create(
-        publisher=claims.sub, request=body, idempotency_key=key
+        publisher=principal.publisher, request=body, idempotency_key=key
     )
     response = json_response({"notifications": created.notifications}, status=201)
     if created.replayed:

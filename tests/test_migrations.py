@@ -22,6 +22,8 @@ TABLES = {
     "topic_subscriptions",
     "idempotency_keys",
     "events",
+    "api_keys",
+    "notification_templates",
 }
 
 
