@@ -39,6 +39,7 @@ from .security import TokenVerifier
 from .services.api_keys import ApiKeys
 from .services.events import EventIngest
 from .services.notifications import NotificationService
+from .services.templates import Templates
 from .services.users import UserDirectory
 from .shutdown import ShutdownClock
 
@@ -54,7 +55,10 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     sessionmaker = create_sessionmaker(engine)
     app[keys.ENGINE] = engine
     app[keys.SESSIONMAKER] = sessionmaker
-    service = NotificationService(sessionmaker=sessionmaker, notifier=app[keys.NOTIFIER])
+    templates = app[keys.TEMPLATES] = Templates(sessionmaker=sessionmaker, settings=settings)
+    service = NotificationService(
+        sessionmaker=sessionmaker, notifier=app[keys.NOTIFIER], templates=templates
+    )
     app[keys.NOTIFICATIONS] = service
     app[keys.USERS] = UserDirectory(sessionmaker)
     app[keys.API_KEYS] = ApiKeys(sessionmaker=sessionmaker, settings=settings)
@@ -359,6 +363,7 @@ def create_app(settings: Settings) -> web.Application:
         openapi,
         preferences,
         stream,
+        templates,
         topics,
         unsubscribe,
         websocket_admin,
@@ -464,7 +469,14 @@ def create_app(settings: Settings) -> web.Application:
         health.api,
         dev.api,
     ]
-    route_sets += [admin_email.api, unsubscribe.api, events.dapr, events.api, api_keys.api]
+    route_sets += [
+        admin_email.api,
+        unsubscribe.api,
+        events.dapr,
+        events.api,
+        api_keys.api,
+        templates.api,
+    ]
     for routes in route_sets:
         app.router.add_routes(routes.table)
     document = openapi.build_openapi(

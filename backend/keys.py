@@ -24,6 +24,7 @@ from .security import TokenVerifier
 from .services.api_keys import ApiKeys
 from .services.events import EventIngest
 from .services.notifications import NotificationService
+from .services.templates import Templates
 from .services.users import UserDirectory
 from .shutdown import ShutdownClock
 
@@ -44,6 +45,7 @@ CONNECT_BUCKET = web.AppKey("connect_bucket", TokenBucket)
 NOTIFICATIONS = web.AppKey("notifications", NotificationService)
 USERS = web.AppKey("users", UserDirectory)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
+TEMPLATES = web.AppKey("templates", Templates)
 EVENTS = web.AppKey("events", EventIngest)
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 STREAMS = web.AppKey("streams", StreamHub)

@@ -46,6 +46,7 @@ TAGS = ("notifications",)
     errors={
         403: "a private topic not in the token's topics claim or the key's, or a user the key "
         "may not notify",
+        404: "`template` names no stored template",
         409: "Idempotency-Key reused with another body, or its first request still runs",
     },
 )

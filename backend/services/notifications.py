@@ -17,12 +17,13 @@ from sqlalchemy.sql.elements import BindParameter
 from .. import codec
 from ..codec import SENDABLE_DEPTH
 from ..db import dialect_insert
-from ..errors import Conflict, InProgress, NotFound
+from ..errors import Conflict, InProgress, Invalid, NotFound
 from ..models import IdempotencyKey, Notification, User, utcnow
 from ..realtime.notifier import Notifier
 from ..schemas import NotificationCreate, Preferences, isoformat
 from . import emails, store
 from .batching import GroupCommit
+from .templates import Templates
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +159,15 @@ class NotificationService:
     """Creates, lists and changes notifications; emits only after the commit."""
 
     def __init__(
-        self, *, sessionmaker: async_sessionmaker[AsyncSession], notifier: Notifier
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        notifier: Notifier,
+        templates: Templates | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._notifier = notifier
+        self._templates = templates
         self.created_total = 0  # read by /metrics
         # Batches in flight lock their users in id order, so they cannot deadlock, and a user's
         # seqs still follow commit order (a later batch waits on the earlier one's row lock).
@@ -172,6 +178,12 @@ class NotificationService:
     async def create(
         self, *, publisher: str, request: NotificationCreate, idempotency_key: str | None = None
     ) -> Created:
+        if request.template is not None:
+            # Rendered once, here: the row stores the result, so template edits are not
+            # retroactive (and a retry with the same Idempotency-Key replays the first answer).
+            if self._templates is None:
+                raise Invalid("templates are not available here")
+            request = await self._templates.apply(request)
         if idempotency_key is None:
             stored = await self._group.submit((publisher, request))
         else:
