@@ -38,10 +38,12 @@ from .realtime.tickets import TicketStore
 from .redis_url import open_redis
 from .security import TokenVerifier
 from .services.activity import PushLog
+from .services.api_keys import ApiKeys
 from .services.events import EventIngest
 from .services.notifications import NotificationService
 from .services.personal_data import PersonalData
 from .services.retention import Retention, RetentionPolicy, retention_loop
+from .services.templates import Templates
 from .services.users import UserDirectory
 from .shutdown import ShutdownClock
 
@@ -58,11 +60,16 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     sessionmaker = create_sessionmaker(engine)
     app[keys.ENGINE] = engine
     app[keys.SESSIONMAKER] = sessionmaker
+    templates = app[keys.TEMPLATES] = Templates(sessionmaker=sessionmaker, settings=settings)
     service = NotificationService(
-        sessionmaker=sessionmaker, notifier=app[keys.NOTIFIER], metrics=app[keys.METRICS]
+        sessionmaker=sessionmaker,
+        notifier=app[keys.NOTIFIER],
+        metrics=app[keys.METRICS],
+        templates=templates,
     )
     app[keys.NOTIFICATIONS] = service
     app[keys.USERS] = UserDirectory(sessionmaker)
+    app[keys.API_KEYS] = ApiKeys(sessionmaker=sessionmaker, settings=settings)
     app[keys.EVENTS] = EventIngest(
         sessionmaker=sessionmaker,
         notifications=service,
@@ -369,6 +376,7 @@ def create_app(settings: Settings) -> web.Application:
     from routers import (
         admin_activity,
         admin_email,
+        api_keys,
         dev,
         events,
         health,
@@ -378,6 +386,7 @@ def create_app(settings: Settings) -> web.Application:
         preferences,
         privacy,
         stream,
+        templates,
         topics,
         unsubscribe,
         websocket_admin,
@@ -490,7 +499,7 @@ def create_app(settings: Settings) -> web.Application:
         dev.api,
     ]
     route_sets += [admin_email.api, unsubscribe.api, events.dapr, events.api]
-    route_sets += [admin_activity.api]
+    route_sets += [admin_activity.api, api_keys.api, templates.api]
     for routes in route_sets:
         app.router.add_routes(routes.table)
     document = openapi.build_openapi(

@@ -197,6 +197,17 @@ class Settings:
     # one process of the cluster consumes each channel, holding a lease this long in Redis,
     # renewed every third of it; a holder that died is replaced within about this time
     ingest_channel_lease_seconds: float = 5.0
+    # API keys for services: keyed hash (HMAC-SHA256) secret; JWT_SECRET when unset
+    api_key_secret: Secret | None = None
+    # keys not revoked, at most; topics and user prefixes per key, each at most
+    api_keys_max: int = 1000
+    api_key_max_rules: int = 100
+    # last_used_at is written at most once per key and process in this interval
+    api_key_touch_seconds: float = 60.0
+    # templates: how many, each field's source size and rendered size (characters)
+    templates_max: int = 1000
+    template_max_chars: int = 16 * 1024
+    template_max_output_chars: int = 64 * 1024
 
     @property
     def ingest_url(self) -> str | None:
@@ -277,6 +288,11 @@ _INT_SETTINGS = {
     "INGEST_MAX_DELIVERIES": "ingest_max_deliveries",
     "INGEST_DEAD_MAX_LENGTH": "ingest_dead_max_length",
     "EXPORTS_PER_HOUR": "exports_per_hour",
+    "API_KEYS_MAX": "api_keys_max",
+    "API_KEY_MAX_RULES": "api_key_max_rules",
+    "TEMPLATES_MAX": "templates_max",
+    "TEMPLATE_MAX_CHARS": "template_max_chars",
+    "TEMPLATE_MAX_OUTPUT_CHARS": "template_max_output_chars",
 }
 _FLOAT_SETTINGS = {
     "EVENT_RATE_PER_SECOND": "event_rate_per_second",
@@ -307,6 +323,7 @@ _FLOAT_SETTINGS = {
     "INGEST_CHANNEL_LEASE_SECONDS": "ingest_channel_lease_seconds",
     "RETENTION_BATCH_PAUSE_SECONDS": "retention_batch_pause_seconds",
     "RETENTION_INTERVAL_SECONDS": "retention_interval_seconds",
+    "API_KEY_TOUCH_SECONDS": "api_key_touch_seconds",
 }
 _BOOL_SETTINGS = {
     "AUTO_MIGRATE": "auto_migrate",
@@ -400,6 +417,7 @@ def load_settings(
         ("UNSUBSCRIBE_SECRET", "unsubscribe_secret"),
         ("DAPR_API_TOKEN", "dapr_api_token"),
         ("METRICS_TOKEN", "metrics_token"),
+        ("API_KEY_SECRET", "api_key_secret"),
     ):
         if env.get(var):
             values[attr] = Secret(env[var])
@@ -551,6 +569,10 @@ def validate(settings: Settings) -> None:
         load_mappings(settings.event_mappings)
     except MappingError as exc:
         raise ConfigError(f"EVENT_MAPPINGS {exc}") from None
+    if settings.api_key_max_rules > 1000:
+        raise ConfigError("API_KEY_MAX_RULES must be at most 1000 (the request schema's bound)")
+    if settings.api_key_secret and len(settings.api_key_secret.get()) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"API_KEY_SECRET must be at least {MIN_SECRET_LENGTH} characters")
     if settings.unsubscribe_secret and len(settings.unsubscribe_secret.get()) < MIN_SECRET_LENGTH:
         raise ConfigError(f"UNSUBSCRIBE_SECRET must be at least {MIN_SECRET_LENGTH} characters")
     if settings.sse_heartbeat_seconds >= settings.stale_timeout_seconds:

@@ -23,10 +23,12 @@ from .realtime.sse import StreamHub
 from .realtime.tickets import TicketStore
 from .security import TokenVerifier
 from .services.activity import PushLog
+from .services.api_keys import ApiKeys
 from .services.events import EventIngest
 from .services.notifications import NotificationService
 from .services.personal_data import PersonalData
 from .services.retention import Retention
+from .services.templates import Templates
 from .services.users import UserDirectory
 from .shutdown import ShutdownClock
 
@@ -48,6 +50,8 @@ NOTIFICATIONS = web.AppKey("notifications", NotificationService)
 USERS = web.AppKey("users", UserDirectory)
 # `pushed` activity steps on their way to the database
 PUSH_LOG = web.AppKey("push_log", PushLog)
+API_KEYS = web.AppKey("api_keys", ApiKeys)
+TEMPLATES = web.AppKey("templates", Templates)
 EVENTS = web.AppKey("events", EventIngest)
 RETENTION = web.AppKey("retention", Retention)
 # export and erase over the registry of per-user data

@@ -245,3 +245,34 @@ class Activity(Base):
     kind: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime] = mapped_column(default=utcnow)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ApiKey(Base):
+    """A service's key: only its keyed hash is stored; `hint` is the start shown in lists."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(32))
+    # {"any_user": bool, "topics": [...], "user_prefixes": [...], "admin": bool}
+    permissions: Mapped[dict[str, Any]] = mapped_column()
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class NotificationTemplate(TimestampMixin, Base):
+    """A notification type's content as Jinja2 sources; rendered at publish time and stored."""
+
+    __tablename__ = "notification_templates"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text, default="")
+    action_url: Mapped[str | None] = mapped_column(Text)
+    email_subject: Mapped[str | None] = mapped_column(Text)
+    email_text: Mapped[str | None] = mapped_column(Text)
+    email_html: Mapped[str | None] = mapped_column(Text)

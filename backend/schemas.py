@@ -117,15 +117,48 @@ def exactly_one(*names: str) -> ConfigDict:
     return ConfigDict(extra="forbid", json_schema_extra={"oneOf": branches})
 
 
-class NotificationCreate(Strict):
-    """A publish request: user_ids or topic, not both."""
+_NOT_NULL: dict[str, JsonValue] = {"not": {"type": "null"}}
+# Content: a title (and body), or a stored template and its variables; never both.
+_CONTENT: list[JsonValue] = [
+    {
+        "required": ["title"],
+        "properties": {"title": _NOT_NULL},
+        "not": {"anyOf": [{"required": ["template"]}, {"required": ["variables"]}]},
+    },
+    {
+        "required": ["template"],
+        "properties": {"template": _NOT_NULL},
+        "not": {"anyOf": [{"required": ["title"]}, {"required": ["body"]}]},
+    },
+]
 
-    model_config = exactly_one("user_ids", "topic")
+
+Title = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NO_NUL)]
+
+
+class NotificationCreate(Strict):
+    """A publish request: user_ids or topic, not both; title (and body) or a template."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": exactly_one("user_ids", "topic")["json_schema_extra"]["oneOf"],  # type: ignore[index,call-overload]
+            "allOf": [{"oneOf": _CONTENT}],
+        },
+    )
     user_ids: list[UserId] | None = Field(default=None, min_length=1, max_length=1000)
     topic: TopicName | None = None
     type: TypeName
-    title: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NO_NUL)]
+    title: (
+        Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NO_NUL)] | None
+    ) = None
     body: Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)] = ""
+    template: TypeName | None = Field(
+        default=None, description="a stored template (PUT /admin/templates/{name}) instead of title"
+    )
+    variables: dict[str, Any] | None = Field(
+        default=None, description="the template's variables; a missing one is a 422 naming it"
+    )
     icon: Url | None = None
     action_url: Url | None = None
     data: dict[str, Any] = Field(
@@ -138,6 +171,12 @@ class NotificationCreate(Strict):
     def _one_audience(self) -> NotificationCreate:
         if (self.user_ids is None) == (self.topic is None):
             raise ValueError("give exactly one of user_ids or topic")
+        given = self.model_fields_set
+        if self.template is not None:
+            if {"title", "body"} & given:
+                raise ValueError("give title and body, or a template, not both")
+        elif self.title is None or {"template", "variables"} & given:
+            raise ValueError("give exactly one of title or template")
         return self
 
 

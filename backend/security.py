@@ -36,6 +36,35 @@ class TokenClaims:
         return scope in self.scopes
 
 
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who publishes or administers: a token's subject, or an API key (`key:<id>`).
+
+    The same checks apply to both: scopes, then what it may publish to (`authorize_publish`).
+    """
+
+    publisher: str
+    scopes: frozenset[str]
+    # private topics it may publish to (a token's `topics` claim, or the key's list)
+    topics: frozenset[str] = frozenset()
+    # a publish token may notify every user; a key only if it says so, or by user id prefix
+    any_user: bool = True
+    user_prefixes: tuple[str, ...] = ()
+    key_id: int | None = None
+
+    @property
+    def kind(self) -> str:
+        """`publisher_kind` of what it publishes: "api_key" or "token"."""
+        return "token" if self.key_id is None else "api_key"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    @classmethod
+    def of_token(cls, claims: TokenClaims) -> Principal:
+        return cls(publisher=claims.sub, scopes=claims.scopes, topics=claims.topics)
+
+
 LEEWAY_SECONDS = 5
 VERIFIED_CACHE_MAX = 100_000
 # Time claims are seconds since 1970 up to the end of year 9999: anything beyond cannot be a

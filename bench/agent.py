@@ -194,9 +194,11 @@ class Agent:
             f"{msg['prefix']}{i}" for i in range(msg["start"], msg["start"] + msg["pool"])
         ]
         rng = random.Random(msg.get("seed", 1))
-        token = make_token(self.secret, "bench-publisher", "notifications:publish")
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         extra = msg.get("body") or {}
+        # a private topic needs the publisher's `topics` claim to name it (issue 15 item 2)
+        topics = (extra["topic"],) if extra.get("topic") else ()
+        token = make_token(self.secret, "bench-publisher", "notifications:publish", topics=topics)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         statuses: dict[str, int] = {}
         delivered_expected = 0
         max_lag_ns = 0

@@ -11,7 +11,7 @@ from backend.schemas import UserId
 from backend.security import SCOPE_ADMIN
 from backend.services import emails as service
 
-from .http import ApiRoutes, authenticate, parse_body, parse_query, path_id, path_value
+from .http import ApiRoutes, authorize, parse_body, parse_query, path_id, path_value
 
 api = ApiRoutes(prefix="/api/v1")
 TAGS = ("admin",)
@@ -29,7 +29,7 @@ USER_PATH = {"user_id": TypeAdapter(UserId)}
 )
 async def list_email_logs(request: web.Request) -> web.Response:
     """Every email tried, newest first: filter by status, user and creation time."""
-    authenticate(request, SCOPE_ADMIN)
+    await authorize(request, SCOPE_ADMIN)
     query = parse_query(request, EmailLogQuery)
     items, next_cursor = await service.list_logs(
         sessionmaker=request.app[keys.SESSIONMAKER],
@@ -54,7 +54,7 @@ async def list_email_logs(request: web.Request) -> web.Response:
 )
 async def retry_email(request: web.Request) -> web.Response:
     """Put a failed email back in the queue (409 unless it failed)."""
-    authenticate(request, SCOPE_ADMIN)
+    await authorize(request, SCOPE_ADMIN)
     item = await service.retry(sessionmaker=request.app[keys.SESSIONMAKER], log_id=path_id(request))
     return web.json_response(item)
 
@@ -71,7 +71,7 @@ async def retry_email(request: web.Request) -> web.Response:
 )
 async def put_user(request: web.Request) -> web.Response:
     """Set a recipient's email address and name, so emails can reach them."""
-    authenticate(request, SCOPE_ADMIN)
+    await authorize(request, SCOPE_ADMIN)
     user_id: str = path_value(request, "user_id", USER_PATH["user_id"])
     body = await parse_body(request, UserUpdate)
     user = await service.register_user(

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from backend import codec, keys
 from backend.db import RETRY_AFTER_SECONDS
+from backend.errors import Forbidden
 from backend.events.cloudevents import (
     CloudEvent,
     MalformedEvent,
@@ -33,7 +34,7 @@ from backend.security import SCOPE_ADMIN, SCOPE_PUBLISH, AuthError
 from backend.services.events import Outcome
 
 from .deadlines import TOO_LARGE_ATTRIBUTE
-from .http import ApiRoutes, authenticate, json_response, parse_query
+from .http import ApiRoutes, authorize, json_response, parse_query
 
 EVENTS_ROUTE = "/api/v1/events"
 dapr = ApiRoutes()
@@ -54,7 +55,7 @@ async def dapr_subscribe(request: web.Request) -> web.Response:
     )
 
 
-def _authorize(request: web.Request) -> None:
+async def _authorize(request: web.Request) -> None:
     """The sidecar's `dapr-api-token` (when DAPR_API_TOKEN is set), or a publisher's JWT."""
     expected = request.app[keys.SETTINGS].dapr_api_token
     given = request.headers.get("dapr-api-token")
@@ -62,7 +63,10 @@ def _authorize(request: web.Request) -> None:
         if not secrets.compare_digest(given.encode(), expected.get().encode()):
             raise AuthError("invalid dapr-api-token")
         return
-    authenticate(request, SCOPE_PUBLISH)
+    principal = await authorize(request, SCOPE_PUBLISH)
+    if not principal.any_user:
+        # Mappings decide the recipients of an event: only a key that may notify anyone.
+        raise Forbidden("events may notify any user: this API key needs permission any_user")
 
 
 def _answer(outcome: Outcome) -> web.Response:
@@ -136,7 +140,7 @@ def _event(request: web.Request, raw: bytes) -> CloudEvent:
            "a Bearer JWT with notifications:publish, or the dapr-api-token header")  # fmt: skip
 async def post_event(request: web.Request) -> web.Response:
     """Ingest one CloudEvent, structured or binary, as a Dapr sidecar delivers it."""
-    _authorize(request)
+    await _authorize(request)
     ingest = request.app[keys.EVENTS]
     try:
         event = _event(request, await _read(request))
@@ -149,7 +153,7 @@ async def post_event(request: web.Request) -> web.Response:
 
 async def _too_large(request: web.Request) -> web.Response:
     """A body over MAX_BODY_BYTES can never succeed: DROP (after the caller is authorized)."""
-    _authorize(request)
+    await _authorize(request)
     limit = request.app[keys.SETTINGS].max_body_bytes
     reason = f"the body is over {limit} bytes"
     return _answer(request.app[keys.EVENTS].drop_malformed(reason, kind="too_large"))
@@ -162,7 +166,7 @@ setattr(post_event, TOO_LARGE_ATTRIBUTE, _too_large)
            scope=SCOPE_ADMIN, tags=("admin",))  # fmt: skip
 async def list_events(request: web.Request) -> web.Response:
     """The ingested events in the order received (the audit trail), by subject, type, time."""
-    authenticate(request, SCOPE_ADMIN)
+    await authorize(request, SCOPE_ADMIN)
     query = parse_query(request, EventQuery)
     items, next_cursor = await request.app[keys.EVENTS].history(
         subject=query.subject,

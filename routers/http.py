@@ -15,7 +15,7 @@ from backend import codec, keys
 from backend.db import RETRY_AFTER_SECONDS, is_unavailable
 from backend.errors import DomainError, Forbidden, Invalid
 from backend.schemas import MAX_ID
-from backend.security import AuthError, TokenClaims, bearer_token
+from backend.security import AuthError, Principal, TokenClaims, bearer_token
 
 log = logging.getLogger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
@@ -112,6 +112,22 @@ def authenticate(request: web.Request, scope: str | None = None) -> TokenClaims:
     if scope is not None and not claims.has_scope(scope):
         raise Forbidden(f"scope {scope} required", details={"required_scope": scope})
     return claims
+
+
+API_KEY_HEADER = "X-API-Key"
+
+
+async def authorize(request: web.Request, scope: str) -> Principal:
+    """A publisher or an admin: an `X-API-Key` (checked against the database, so a revoked key
+    fails at once) or a bearer token, held to the same scope checks."""
+    api_key = request.headers.get(API_KEY_HEADER)
+    if api_key is not None:
+        principal = await request.app[keys.API_KEYS].authenticate(api_key)
+    else:
+        principal = Principal.of_token(authenticate(request))
+    if not principal.has_scope(scope):
+        raise Forbidden(f"scope {scope} required", details={"required_scope": scope})
+    return principal
 
 
 async def parse_body(request: web.Request, model: type[Model]) -> Model:

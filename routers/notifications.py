@@ -6,7 +6,7 @@ from aiohttp import web
 
 from backend import keys
 from backend.codec import encoded_size
-from backend.errors import Invalid
+from backend.errors import Forbidden, Invalid
 from backend.schemas import (
     BatchAnswer,
     BatchCreate,
@@ -21,10 +21,12 @@ from backend.schemas import (
     UnreadCount,
 )
 from backend.security import SCOPE_PUBLISH
+from backend.services.permissions import authorize_publish
 
 from .http import (
     ApiRoutes,
     authenticate,
+    authorize,
     json_response,
     parse_body,
     parse_headers,
@@ -45,21 +47,33 @@ TAGS = ("notifications",)
     status=201,
     scope=SCOPE_PUBLISH,
     tags=TAGS,
-    errors={409: "Idempotency-Key reused with another body, or its first request still runs"},
+    errors={
+        403: "a private topic not in the token's topics claim or the key's, or a user the key "
+        "may not notify",
+        404: "`template` names no stored template",
+        409: "Idempotency-Key reused with another body, or its first request still runs",
+    },
 )
 async def create_notifications(request: web.Request) -> web.Response:
     """Publish a notification to users or a topic; one stored per recipient."""
-    claims = authenticate(request, SCOPE_PUBLISH)
+    principal = await authorize(request, SCOPE_PUBLISH)
     key = parse_headers(request, PublishHeaders).idempotency_key
     body = await parse_body(request, NotificationCreate)
-    limit = request.app[keys.SETTINGS].max_data_bytes
+    settings = request.app[keys.SETTINGS]
+    authorize_publish(
+        principal, user_ids=body.user_ids, topic=body.topic, public_topics=settings.public_topics
+    )
+    limit = settings.max_data_bytes
     size = encoded_size(body.data)
     if size > limit:
         message = f"data is {size} bytes encoded; the limit is {limit}"
         details = [{"loc": ["data"], "msg": message, "type": "too_long"}]
         raise Invalid(message, details=details)
     created = await request.app[keys.NOTIFICATIONS].create(
-        publisher=claims.sub, publisher_kind="token", request=body, idempotency_key=key
+        publisher=principal.publisher,
+        publisher_kind=principal.kind,
+        request=body,
+        idempotency_key=key,
     )
     response = json_response({"notifications": created.notifications}, status=201)
     if created.replayed:
@@ -76,16 +90,29 @@ async def create_notifications(request: web.Request) -> web.Response:
     scope=SCOPE_PUBLISH,
     tags=TAGS,
     errors={
+        403: "an item to a private topic not in the token's topics claim or the key's, or to "
+        "a user the key may not notify; nothing was stored",
+        404: "an item's `template` names no stored template; nothing was stored",
         409: "an item's idempotency key was used with another item, or its first request "
-        "still runs; nothing was stored"
+        "still runs; nothing was stored",
     },
 )
 async def create_batch(request: web.Request) -> web.Response:
     """Publish many notifications in one transaction: all stored, or none (any invalid item is a
     422 for the whole batch, naming each failing item in `details`); a result per item."""
-    claims = authenticate(request, SCOPE_PUBLISH)
+    principal = await authorize(request, SCOPE_PUBLISH)
     body = await parse_body(request, BatchCreate)
     settings = request.app[keys.SETTINGS]
+    for number, item in enumerate(body.items):  # the single publish's rules, for every item
+        try:
+            authorize_publish(
+                principal,
+                user_ids=item.user_ids,
+                topic=item.topic,
+                public_topics=settings.public_topics,
+            )
+        except Forbidden as exc:
+            raise Forbidden(f"items[{number}]: {exc.message}", details=exc.details) from None
     if len(body.items) > settings.max_batch_items:
         message = f"{len(body.items)} items; the limit is {settings.max_batch_items}"
         raise Invalid(message, details=[{"loc": ["items"], "msg": message, "type": "too_long"}])
@@ -104,7 +131,8 @@ async def create_batch(request: web.Request) -> web.Response:
     if details:
         raise Invalid(f"{len(details)} invalid item(s); nothing was stored", details=details)
     results = await request.app[keys.NOTIFICATIONS].create_batch(
-        publisher=claims.sub,
+        publisher=principal.publisher,
+        publisher_kind=principal.kind,
         items=[(item.request(), item.idempotency_key) for item in body.items],
         max_recipients=settings.max_batch_recipients,
     )

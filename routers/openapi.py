@@ -36,7 +36,8 @@ def build_openapi(operations: list[Operation], *, version: str) -> dict[str, Any
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
         },
     }
@@ -125,6 +126,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         result["security"] = [{"bearer": []}]
         responses["401"] = _error("missing or bad token")
     if op.scope is not None:
+        # Publishers and admins may also be services with an API key (X-API-Key).
+        result["security"] = [{"bearer": []}, {"apiKey": []}]
         responses["403"] = _error(f"scope {op.scope} required")
         result["description"] = f"Requires scope `{op.scope}`."
     if "{" in op.path:

@@ -12,7 +12,7 @@ from backend.realtime.maintenance import cleanup_stale
 from backend.schemas import Strict
 from backend.security import SCOPE_ADMIN
 
-from .http import ApiRoutes, authenticate, parse_query
+from .http import ApiRoutes, authenticate, authorize, parse_query
 
 api = ApiRoutes(prefix="/api/v1")
 TAGS = ("realtime",)
@@ -81,7 +81,7 @@ async def status(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def stats(request: web.Request) -> web.Response:
     """Cluster-wide: connections, online users, rooms, transports, events, uptime, processes."""
-    authenticate(request, SCOPE_ADMIN)
+    await authorize(request, SCOPE_ADMIN)
     return web.json_response(await request.app[keys.CLUSTER].stats())
 
 
@@ -91,7 +91,7 @@ async def stats(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def cleanup(request: web.Request) -> web.Response:
     """Disconnect the sessions silent for longer than timeout_seconds, on every process."""
-    authenticate(request, SCOPE_ADMIN)
+    await authorize(request, SCOPE_ADMIN)
     query = parse_query(request, CleanupQuery)
     app = request.app
     sids = await cleanup_stale(

@@ -23,6 +23,8 @@ TABLES = {
     "idempotency_keys",
     "events",
     "activity",
+    "api_keys",
+    "notification_templates",
 }
 
 

@@ -297,7 +297,7 @@ async def test_a_poison_stream_message_ends_in_the_dead_stream_with_its_reason(
     dead = await dead_letters(redis, stream)
     assert dead[0]["message"] == "{not json"
     assert dead[0]["reason"].startswith("malformed JSON")
-    assert "title: Field required" in dead[1]["reason"]
+    assert "give exactly one of title or template" in dead[1]["reason"]
     assert dead[2]["payload"] == "{}"
     assert dead[2]["reason"] == "no 'message' field (fields: payload)"
     assert dead[3]["reason"] == "no mapping for 'nobody.maps.this'"

@@ -18,13 +18,14 @@ from sqlalchemy.sql.elements import BindParameter
 from .. import codec
 from ..codec import SENDABLE_DEPTH
 from ..db import dialect_insert
-from ..errors import Conflict, InProgress, NotFound
+from ..errors import Conflict, DomainError, InProgress, Invalid, NotFound
 from ..metrics import Metrics
 from ..models import IdempotencyKey, Notification, User, utcnow
 from ..realtime.notifier import Notifier
 from ..schemas import NotificationCreate, Preferences, isoformat
 from . import activity, emails, store
 from .batching import GroupCommit
+from .templates import Templates
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +177,12 @@ class NotificationService:
         sessionmaker: async_sessionmaker[AsyncSession],
         notifier: Notifier,
         metrics: Metrics | None = None,
+        templates: Templates | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._notifier = notifier
         self._metrics = metrics or Metrics()
+        self._templates = templates
         self.created_total = 0  # read by /metrics
         # Batches in flight lock their users in id order, so they cannot deadlock, and a user's
         # seqs still follow commit order (a later batch waits on the earlier one's row lock).
@@ -198,6 +201,12 @@ class NotificationService:
         """`publisher` is who (a token's sub, an event source), `publisher_kind` by which way
         ("token", "api_key", "event", "channel", "stream"); both stay on every row, and the
         kind labels the `notify_notifications_stored_total` metric (`source`)."""
+        if request.template is not None:
+            # Rendered once, here: the row stores the result, so template edits are not
+            # retroactive (and a retry with the same Idempotency-Key replays the first answer).
+            if self._templates is None:
+                raise Invalid("templates are not available here")
+            request = await self._templates.apply(request)
         if idempotency_key is None:
             stored = await self._group.submit((publisher, publisher_kind, request))
         else:
@@ -282,7 +291,12 @@ class NotificationService:
         """Store every item (a request and its optional idempotency key) in one transaction:
         all or none. An item whose key was used before with the same request is replayed (its
         first result); with another request, the whole batch is a Conflict. Emits after the
-        commit, as single publishes do."""
+        commit, as single publishes do. Items naming a template are rendered first, each
+        failure naming its item."""
+        items = [
+            (await self._render_item(number, request), key)
+            for number, (request, key) in enumerate(items)
+        ]
         for _attempt in range(3):
             try:
                 results, pending = await self._store_items(
@@ -293,6 +307,22 @@ class NotificationService:
             await self.announce(pending, source=publisher_kind)
             return results
         raise InProgress("a request with one of these idempotency keys is still in progress")
+
+    async def _render_item(self, number: int, request: NotificationCreate) -> NotificationCreate:
+        if request.template is None:
+            return request
+        if self._templates is None:
+            raise Invalid("templates are not available here")
+        try:
+            return await self._templates.apply(request)
+        except DomainError as exc:
+            details = exc.details
+            if isinstance(details, list):
+                details = [
+                    {**d, "loc": ["items", number, *d.get("loc", [])]} if isinstance(d, dict) else d
+                    for d in details
+                ]
+            raise type(exc)(f"items[{number}]: {exc.message}", details=details) from None
 
     async def _store_items(
         self,

@@ -278,6 +278,8 @@ async def store(
         zip(requests, audiences, in_app, publishers, kinds, strict=True), start=1
     ):
         request_of.extend([number] * len(audience))
+        # NotificationService renders a template into title and body before storing.
+        assert request.title is not None, "a template request must be rendered first"
         for uid, visible in zip(audience, shown, strict=True):
             rows.append(
                 StoredNotification(
