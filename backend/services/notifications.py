@@ -638,10 +638,11 @@ class NotificationService:
                     Notification.delivered_at.is_(None),
                 )
                 .values(delivered_at=now)
-                .returning(Notification.id, Notification.type),
+                .returning(Notification.id, Notification.type, Notification.created_at),
                 execution_options={"synchronize_session": False},
             )
-            rows = sorted(result.all())
+            delivered = sorted(result.all())
+            rows = [(id_, type_) for id_, type_, _ in delivered]
             detail = {"via": via}
             await activity.record(
                 session,
@@ -650,6 +651,8 @@ class NotificationService:
                     for id_, type_ in rows
                 ],
             )
+        for *_, created_at in delivered:  # after the commit: the first receipt of each
+            self._metrics.observe_receipt_latency((now - created_at).total_seconds())
         return [id_ for id_, _ in rows]
 
     async def _announce_read(self, user_id: str, ids: list[int], count: int) -> None:
