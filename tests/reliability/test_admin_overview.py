@@ -73,3 +73,17 @@ def test_percentiles_interpolate_within_buckets_like_histogram_quantile() -> Non
     assert values[0.5] == pytest.approx(0.0025 + (0.005 - 0.0025) * (2.5 - 2) / 2)
     assert values[0.9] == pytest.approx(0.01 + (0.025 - 0.01) * (4.5 - 4) / 1)
     assert quantiles(metrics.read()["notify_commit_to_receipt_seconds"], (0.5,)) == (0, {0.5: None})
+
+
+async def test_the_dev_admin_token_exists_only_in_dev_mode(
+    make_server: Callable[..., Awaitable[RunningServer]],
+) -> None:
+    real = await make_server()
+    status, body = await real.request("POST", "/api/v1/dev/admin-token", json={"sub": "ops"})
+    assert status == 404 and body["error"]["code"] == "not_found"
+    dev = await make_server(dev_mode=True)
+    status, body = await dev.request("POST", "/api/v1/dev/admin-token", json={"sub": "ops"})
+    assert status == 200
+    headers = {"Authorization": f"Bearer {body['token']}"}
+    status, _ = await dev.request("GET", "/api/v1/admin/overview", headers=headers)
+    assert status == 200
