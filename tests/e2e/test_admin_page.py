@@ -79,7 +79,9 @@ async def test_admin_page_shows_live_numbers_retries_an_email_opens_a_timeline_a
     pictures = DOCS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
     await page.screenshot(path=str(pictures / "screenshot-admin.png"), full_page=True)
     await row.get_by_role("button", name=f"Retry email {failed['id']}").click()
-    await expect(page.locator("#email-note")).to_have_text(f"Email #{failed['id']} is queued again.")
+    await expect(page.locator("#email-note")).to_have_text(
+        f"Email #{failed['id']} is queued again."
+    )
     await expect(row).to_have_count(0)
     await expect(page.locator('#email-legend li[data-status="queued"] strong')).to_have_text("1")
     status, body = await server.request(
