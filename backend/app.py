@@ -372,10 +372,23 @@ async def index(_request: web.Request) -> web.StreamResponse:
     return web.FileResponse(page)
 
 
+async def admin_page(_request: web.Request) -> web.StreamResponse:
+    page = STATIC_DIR / "admin" / "index.html"
+    if not page.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(page)
+
+
+async def admin_redirect(_request: web.Request) -> web.StreamResponse:
+    """/admin to /admin/, so the page's relative paths resolve under it."""
+    raise web.HTTPPermanentRedirect("/admin/")
+
+
 def create_app(settings: Settings) -> web.Application:
     from routers import (
         admin_activity,
         admin_email,
+        admin_overview,
         api_keys,
         dev,
         events,
@@ -499,7 +512,7 @@ def create_app(settings: Settings) -> web.Application:
         dev.api,
     ]
     route_sets += [admin_email.api, unsubscribe.api, events.dapr, events.api]
-    route_sets += [admin_activity.api, api_keys.api, templates.api]
+    route_sets += [admin_activity.api, admin_overview.api, api_keys.api, templates.api]
     for routes in route_sets:
         app.router.add_routes(routes.table)
     document = openapi.build_openapi(
@@ -515,6 +528,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/v1/openapi.json", openapi_json)
     metrics.setup_metrics(app)
     app.router.add_get("/", index)
+    app.router.add_get("/admin/", admin_page)  # before the static folder of the same name
+    app.router.add_get("/admin", admin_redirect)
     if STATIC_DIR.is_dir():
         # The page's assets: under /static/, and each folder of static/ at the root too, so
         # index.html may use relative paths (js/app.js) or absolute ones (/static/js/app.js).

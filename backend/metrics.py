@@ -9,10 +9,13 @@ per delivered event.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics_core import Metric
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,6 +27,36 @@ OTHER = "other"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _SEND_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# The admin page's chart of notifications stored per minute: this many minutes, the current last.
+PER_MINUTE_WINDOW = 60
+
+
+class MinuteCounts:
+    """Counts per wall-clock minute over the last `size` minutes: one slot per minute, reused
+    when the clock comes round again, so memory stays `size` pairs whatever the traffic."""
+
+    def __init__(self, size: int = PER_MINUTE_WINDOW) -> None:
+        self.size = size
+        self._minutes = [-1] * size
+        self._counts = [0] * size
+
+    def add(self, count: int, now: float | None = None) -> None:
+        minute = int((time.time() if now is None else now) // 60)
+        slot = minute % self.size
+        if self._minutes[slot] != minute:
+            self._minutes[slot], self._counts[slot] = minute, 0
+        self._counts[slot] += count
+
+    def series(self, now: float | None = None) -> tuple[int, list[int]]:
+        """(the first minute, as minutes since the epoch; the counts, oldest first, the current
+        minute so far last)."""
+        current = int((time.time() if now is None else now) // 60)
+        first = current - self.size + 1
+        counts = []
+        for minute in range(first, current + 1):
+            slot = minute % self.size
+            counts.append(self._counts[slot] if self._minutes[slot] == minute else 0)
+        return first, counts
 
 
 class Metrics:
@@ -74,6 +107,12 @@ class Metrics:
         )  # fmt: skip
         for reason in REFUSAL_REASONS:
             self.refusals.labels(reason)  # present at zero, so rate() works from the start
+        self.per_minute = MinuteCounts()
+
+    def read(self) -> dict[str, Metric]:
+        """Every family in the registry by name (the scrape-time collector's too): what /metrics
+        would say now, for the admin overview."""
+        return {metric.name: metric for metric in self.registry.collect()}
 
     def type_label(self, notification_type: str) -> str:
         """The type itself for the first `max_types` distinct ones, then `other`."""
@@ -87,6 +126,7 @@ class Metrics:
     def notifications_stored(self, notifications: list[dict[str, Any]], source: str) -> None:
         for item in notifications:
             self.created.labels(self.type_label(str(item.get("type"))), source).inc()
+        self.per_minute.add(len(notifications))
 
     def observe_receipt_latency(self, seconds: float) -> None:
         """The receipts branch calls this once per notification whose first receipt arrived,
@@ -117,3 +157,48 @@ class Metrics:
             starts = connection.info.get("notify_query_start") if connection is not None else None
             if starts:
                 histogram.observe(time.perf_counter() - starts.pop())
+
+
+def totals_by(metric: Metric | None, label: str) -> dict[str, float]:
+    """A counter's totals summed by one label (absent family: nothing)."""
+    totals: dict[str, float] = {}
+    for sample in metric.samples if metric is not None else ():
+        if sample.name.endswith("_total") and label in sample.labels:
+            key = sample.labels[label]
+            totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
+def total(metric: Metric | None) -> float:
+    """A counter's total over every label."""
+    samples = metric.samples if metric is not None else ()
+    return sum(s.value for s in samples if s.name.endswith("_total"))
+
+
+def quantiles(metric: Metric | None, qs: Iterable[float]) -> tuple[int, dict[float, float | None]]:
+    """(the observation count, each quantile estimated from the cumulative buckets), the way
+    Prometheus' histogram_quantile does: linear within the bucket, the highest finite bound when
+    the rank falls in +Inf; None with no observation."""
+    buckets: dict[float, float] = {}
+    for sample in metric.samples if metric is not None else ():
+        if sample.name.endswith("_bucket"):
+            bound = float(sample.labels["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    ordered = sorted(buckets.items())
+    count = int(ordered[-1][1]) if ordered else 0
+    answers: dict[float, float | None] = {}
+    for q in qs:
+        answers[q] = _quantile(ordered, q) if count else None
+    return count, answers
+
+
+def _quantile(ordered: list[tuple[float, float]], q: float) -> float:
+    rank = q * ordered[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, cumulative in ordered:
+        if cumulative >= rank and cumulative > below:
+            if math.isinf(bound):
+                return lower
+            return lower + (bound - lower) * (rank - below) / (cumulative - below)
+        lower, below = (bound if not math.isinf(bound) else lower), cumulative
+    return lower

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from backend import keys
 from backend.schemas import DevConfig, DevToken, DevTokenRequest
-from backend.security import SCOPE_PUBLISH
+from backend.security import SCOPE_ADMIN, SCOPE_PUBLISH
 
 from .http import ApiRoutes, parse_body
 
@@ -38,5 +38,26 @@ async def dev_token(request: web.Request) -> web.Response:
     body = await parse_body(request, DevTokenRequest)
     token = request.app[keys.VERIFIER].issue(
         body.sub, scopes=(SCOPE_PUBLISH,), ttl_seconds=DEV_TOKEN_TTL, name=body.name
+    )
+    return web.json_response({"token": token, "expires_in": DEV_TOKEN_TTL})
+
+
+@api.route(
+    "POST",
+    "/dev/admin-token",
+    body=DevTokenRequest,
+    response=DevToken,
+    status=200,
+    auth=False,
+    tags=TAGS,
+    errors={404: "not the embedded default: a real secret is configured"},
+)
+async def dev_admin_token(request: web.Request) -> web.Response:
+    """Issue an admin-scope token for the admin page (embedded default only; 404 otherwise)."""
+    if not request.app[keys.SETTINGS].dev_mode:
+        raise web.HTTPNotFound()
+    body = await parse_body(request, DevTokenRequest)
+    token = request.app[keys.VERIFIER].issue(
+        body.sub, scopes=(SCOPE_ADMIN,), ttl_seconds=DEV_TOKEN_TTL, name=body.name
     )
     return web.json_response({"token": token, "expires_in": DEV_TOKEN_TTL})

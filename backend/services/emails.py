@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..email import queue, tokens
@@ -92,6 +92,16 @@ def log_json(row: EmailLog) -> dict[str, Any]:
         "created_at": isoformat(row.created_at),
         "updated_at": isoformat(row.updated_at),
     }
+
+
+async def count_by_status(*, sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, int]:
+    """Email log rows per status, every status present (one grouped query, on the status index)."""
+    statement = select(EmailLog.status, func.count()).group_by(EmailLog.status)
+    async with sessionmaker() as session:
+        rows = (await session.execute(statement)).all()
+    counts = dict.fromkeys(queue.STATUSES, 0)
+    counts.update({str(status): int(count) for status, count in rows})
+    return counts
 
 
 async def list_logs(

@@ -671,18 +671,19 @@ class NotificationService:
                 .returning(Notification.id, Notification.type, Notification.created_at),
                 execution_options={"synchronize_session": False},
             )
-            rows = sorted(result.all())
+            delivered = sorted(result.all())
+            rows = [(id_, type_) for id_, type_, _ in delivered]
             detail = {"via": via}
             await activity.record(
                 session,
                 [
                     activity.step(id_, user_id, type_, activity.DELIVERED, now, detail)
-                    for id_, type_, _ in rows
+                    for id_, type_ in rows
                 ],
             )
-        for _, _, created_at in rows:  # commit-to-receipt, from the first device's receipt
+        for *_, created_at in delivered:  # after the commit: the first receipt of each
             self._metrics.observe_receipt_latency((now - created_at).total_seconds())
-        return [id_ for id_, _, _ in rows]
+        return [id_ for id_, _ in rows]
 
     async def _announce_read(self, user_id: str, ids: list[int], count: int) -> None:
         await self._notifier.emit_to_user(user_id, "notifications_read", {"ids": ids})
