@@ -33,13 +33,7 @@ async def dev_config(request: web.Request) -> web.Response:
 )
 async def dev_token(request: web.Request) -> web.Response:
     """Issue a token for any user name (embedded default only; 404 otherwise)."""
-    if not request.app[keys.SETTINGS].dev_mode:
-        raise web.HTTPNotFound()
-    body = await parse_body(request, DevTokenRequest)
-    token = request.app[keys.VERIFIER].issue(
-        body.sub, scopes=(SCOPE_PUBLISH,), ttl_seconds=DEV_TOKEN_TTL, name=body.name
-    )
-    return web.json_response({"token": token, "expires_in": DEV_TOKEN_TTL})
+    return await _issue(request, SCOPE_PUBLISH)
 
 
 @api.route(
@@ -54,10 +48,15 @@ async def dev_token(request: web.Request) -> web.Response:
 )
 async def dev_admin_token(request: web.Request) -> web.Response:
     """Issue an admin-scope token for the admin page (embedded default only; 404 otherwise)."""
+    return await _issue(request, SCOPE_ADMIN)
+
+
+async def _issue(request: web.Request, scope: str) -> web.Response:
+    """A token with this one scope, only on the embedded default with its generated secret."""
     if not request.app[keys.SETTINGS].dev_mode:
         raise web.HTTPNotFound()
     body = await parse_body(request, DevTokenRequest)
     token = request.app[keys.VERIFIER].issue(
-        body.sub, scopes=(SCOPE_ADMIN,), ttl_seconds=DEV_TOKEN_TTL, name=body.name
+        body.sub, scopes=(scope,), ttl_seconds=DEV_TOKEN_TTL, name=body.name
     )
     return web.json_response({"token": token, "expires_in": DEV_TOKEN_TTL})
