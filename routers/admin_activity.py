@@ -9,7 +9,7 @@ from backend.activity_schemas import ActivityList, ActivityQuery, Timeline, Time
 from backend.security import SCOPE_ADMIN
 from backend.services import activity as service
 
-from .http import ApiRoutes, authenticate, json_response, parse_query, path_id
+from .http import ApiRoutes, authorize, json_response, parse_query, path_id
 
 api = ApiRoutes(prefix="/api/v1")
 TAGS = ("admin",)
@@ -26,7 +26,7 @@ TAGS = ("admin",)
 )
 async def notification_activity(request: web.Request) -> web.Response:
     """What happened to one notification (any user's, deleted ones too), in order."""
-    authenticate(request, SCOPE_ADMIN)
+    await authorize(request, SCOPE_ADMIN)
     query = parse_query(request, TimelineQuery)
     body = await service.timeline(
         sessionmaker=request.app[keys.SESSIONMAKER],
@@ -47,7 +47,7 @@ async def notification_activity(request: web.Request) -> web.Response:
 )
 async def search_activity(request: web.Request) -> web.Response:
     """Recorded steps, newest first: filter by user, notification type, kind and time."""
-    authenticate(request, SCOPE_ADMIN)
+    await authorize(request, SCOPE_ADMIN)
     query = parse_query(request, ActivityQuery)
     items, next_cursor = await service.search(
         sessionmaker=request.app[keys.SESSIONMAKER],

@@ -9,7 +9,7 @@ from backend import keys
 from backend.security import SCOPE_ADMIN
 from backend.services import overview as service
 
-from .http import ApiRoutes, authenticate, json_response
+from .http import ApiRoutes, authorize, json_response
 
 api = ApiRoutes(prefix="/api/v1")
 TAGS = ("admin",)
@@ -47,7 +47,7 @@ class Overview(BaseModel):
 )  # fmt: skip
 async def admin_overview(request: web.Request) -> web.Response:
     """This process's counters, latency percentiles, notifications per minute; the email queue."""
-    authenticate(request, SCOPE_ADMIN)
+    await authorize(request, SCOPE_ADMIN)
     app = request.app
     body = await service.overview(
         sessionmaker=app[keys.SESSIONMAKER], metrics=app[keys.METRICS], process=app[keys.PROCESS_ID]

@@ -17,7 +17,7 @@ from backend.schemas import UserId
 from backend.security import SCOPE_ADMIN
 from backend.services.personal_data import PERSONAL_DATA
 
-from .http import ApiRoutes, authenticate, json_response, path_value
+from .http import ApiRoutes, authenticate, authorize, json_response, path_value
 
 log = logging.getLogger(__name__)
 api = ApiRoutes(prefix="/api/v1")
@@ -110,6 +110,6 @@ async def erase_me(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def erase_user(request: web.Request) -> web.Response:
     """Erase everything stored about a user and disconnect their sessions, on every process."""
-    authenticate(request, SCOPE_ADMIN)
+    await authorize(request, SCOPE_ADMIN)
     user_id: str = path_value(request, "user_id", PATH["user_id"])
     return await _erase(request, user_id)
