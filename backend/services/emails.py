@@ -55,7 +55,9 @@ async def queue_immediate(
                 "notification_id": row.id,
                 "kind": "immediate",
                 "recipient": recipient,
-                "subject": immediate_subject(row.title),
+                "subject": immediate_subject(
+                    row.email.subject if row.email and row.email.subject else row.title
+                ),
                 "status": queue.QUEUED,
                 "attempts": 0,
                 "next_attempt_at": row.created_at + timedelta(minutes=delay or 0),
@@ -63,6 +65,8 @@ async def queue_immediate(
                     "if_unread": delay is not None,
                     "unless": held_unless(user_prefs, row.type),
                     "unsubscribe": {"all": not per_type, "types": [row.type] if per_type else []},
+                    # rendered at publish: the email a template gives, never re-rendered
+                    **({"content": row.email.as_payload()} if row.email else {}),
                 },
                 "created_at": row.created_at,
                 "updated_at": row.created_at,
