@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from . import ingest as redis_ingest
 from . import keys, migrate
@@ -370,6 +371,16 @@ async def index(_request: web.Request) -> web.StreamResponse:
     if not page.is_file():
         raise web.HTTPNotFound()
     return web.FileResponse(page)
+
+
+def worker_metrics(
+    settings: Settings, registry: CollectorRegistry
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """`python -m backend worker` has no web app: its registry is served on METRICS_PORT when
+    set (with METRICS_TOKEN when set), by the same listener as the server's."""
+    from routers.metrics import serve_registry
+
+    return serve_registry(settings, registry)
 
 
 def create_app(settings: Settings) -> web.Application:
