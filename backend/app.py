@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from . import ingest as redis_ingest
 from . import keys, migrate
@@ -382,6 +383,16 @@ async def admin_page(_request: web.Request) -> web.StreamResponse:
 async def admin_redirect(_request: web.Request) -> web.StreamResponse:
     """/admin to /admin/, so the page's relative paths resolve under it."""
     raise web.HTTPPermanentRedirect("/admin/")
+
+
+def worker_metrics(
+    settings: Settings, registry: CollectorRegistry
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """`python -m backend worker` has no web app: its registry is served on METRICS_PORT when
+    set (with METRICS_TOKEN when set), by the same listener as the server's."""
+    from routers.metrics import serve_registry
+
+    return serve_registry(settings, registry)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
@@ -14,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    PrivateAttr,
     StringConstraints,
     model_validator,
 )
@@ -136,6 +138,20 @@ _CONTENT: list[JsonValue] = [
 Title = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NO_NUL)]
 
 
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    """A template's email parts as rendered at publish (None: that part falls back to the
+    layouts). Stored with each queued email, so a later template edit changes no email."""
+
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+
+    def as_payload(self) -> dict[str, str]:
+        return {k: v for k, v in (("subject", self.subject), ("text", self.text),
+                                  ("html", self.html)) if v is not None}  # fmt: skip
+
+
 class NotificationCreate(Strict):
     """A publish request: user_ids or topic, not both; title (and body) or a template."""
 
@@ -166,6 +182,16 @@ class NotificationCreate(Strict):
         description="any JSON object: at most MAX_DATA_BYTES (default 16384) bytes encoded, in a "
         "body at most MAX_JSON_DEPTH (default 32) levels deep",
     )
+    # Set by Templates.apply, never by a client: the template's rendered email parts.
+    _email: RenderedEmail | None = PrivateAttr(default=None)
+
+    @property
+    def rendered_email(self) -> RenderedEmail | None:
+        return self._email
+
+    def with_email(self, email: RenderedEmail | None) -> NotificationCreate:
+        self._email = email
+        return self
 
     @model_validator(mode="after")
     def _one_audience(self) -> NotificationCreate:

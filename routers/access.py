@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 
 from backend import keys
-from backend.logs import REQUEST_ID, new_request_id
+from backend.logs import REQUEST_ID, USER_ID, new_request_id
 from routers.http import ENGINEIO_PREFIX, Handler
 
 access_log = logging.getLogger("backend.access")
@@ -30,6 +30,9 @@ def route_template(request: web.Request) -> str:
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = new_request_id(request.headers.get(REQUEST_ID_HEADER))
     token = REQUEST_ID.set(request_id)
+    # Set by authenticate()/authorize() (routers.http.identify) in this same task, so the access
+    # line names the caller; None first, so a keep-alive connection's next request starts clean.
+    user_token = USER_ID.set(None)
     started = time.perf_counter()
     status = 500
     try:
@@ -56,6 +59,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
                 extra={"method": request.method, "route": route, "status": status,
                        "duration_ms": round(duration * 1000, 2)},
             )  # fmt: skip
+        USER_ID.reset(user_token)
         REQUEST_ID.reset(token)
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from backend import codec, keys
 from backend.db import RETRY_AFTER_SECONDS, is_unavailable
 from backend.errors import DomainError, Forbidden, Invalid
+from backend.logs import USER_ID
 from backend.schemas import MAX_ID
 from backend.security import AuthError, Principal, TokenClaims, bearer_token
 
@@ -104,11 +105,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal server error", code="internal_error")
 
 
+def identify(user_id: str) -> None:
+    """Who made this request, on each of its log lines from here on, the access line included
+    (access_middleware runs in the same task and clears it after its line)."""
+    USER_ID.set(user_id)
+
+
 def authenticate(request: web.Request, scope: str | None = None) -> TokenClaims:
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         raise AuthError("missing bearer token")
     claims = request.app[keys.VERIFIER].verify(token)
+    identify(claims.sub)
     if scope is not None and not claims.has_scope(scope):
         raise Forbidden(f"scope {scope} required", details={"required_scope": scope})
     return claims
@@ -123,6 +131,7 @@ async def authorize(request: web.Request, scope: str) -> Principal:
     api_key = request.headers.get(API_KEY_HEADER)
     if api_key is not None:
         principal = await request.app[keys.API_KEYS].authenticate(api_key)
+        identify(principal.publisher)  # key:<id>
     else:
         principal = Principal.of_token(authenticate(request))
     if not principal.has_scope(scope):

@@ -6,6 +6,7 @@ METRICS_PORT is set, and otherwise only to a loopback peer that came through no 
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -14,9 +15,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from backend import keys
+from backend.config import Settings
 from backend.realtime.bus import BusWatch
 from backend.security import bearer_token
 
@@ -172,16 +174,21 @@ def _token_ok(request: web.Request, expected: str) -> bool:
     return hmac.compare_digest(offered.encode(), expected.encode())
 
 
+def _answer_for(registry: CollectorRegistry) -> Callable[[], web.Response]:
+    def answer() -> web.Response:
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    return answer
+
+
 def setup_metrics(app: web.Application) -> None:
     settings = app[keys.SETTINGS]
     registry = app[keys.METRICS].registry
     registry.register(ServerCollector(app))
     token = settings.metrics_token.get() if settings.metrics_token is not None else None
-
-    def answer() -> web.Response:
-        response = web.Response(body=generate_latest(registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
+    answer = _answer_for(registry)
 
     async def metrics(request: web.Request) -> web.Response:
         """The main listener's /metrics."""
@@ -209,21 +216,43 @@ def _metrics_listener(
     """A second listener (METRICS_HOST:METRICS_PORT) that serves /metrics and nothing else."""
 
     async def listener(app: web.Application) -> AsyncIterator[None]:
-        settings = app[keys.SETTINGS]
+        async with _listening(app[keys.SETTINGS], answer, token):
+            yield
 
-        async def metrics(request: web.Request) -> web.Response:
-            if token is not None and not _token_ok(request, token):
-                raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
-            return answer()
+    return listener
 
-        side = web.Application()
-        side.router.add_get("/metrics", metrics)
-        runner = web.AppRunner(side, access_log=None)
-        await runner.setup()
+
+@contextlib.asynccontextmanager
+async def _listening(
+    settings: Settings, answer: Callable[[], web.Response], token: str | None
+) -> AsyncIterator[None]:
+    async def metrics(request: web.Request) -> web.Response:
+        if token is not None and not _token_ok(request, token):
+            raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+        return answer()
+
+    assert settings.metrics_port is not None
+    side = web.Application()
+    side.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(side, access_log=None)
+    await runner.setup()
+    try:
         site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port)
         await site.start()
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
         yield
+    finally:
         await runner.cleanup()
 
-    return listener
+
+@contextlib.asynccontextmanager
+async def serve_registry(settings: Settings, registry: CollectorRegistry) -> AsyncIterator[None]:
+    """A process without the web app (`python -m backend worker`): its registry on
+    METRICS_HOST:METRICS_PORT when METRICS_PORT is set (METRICS_TOKEN required when set), else
+    nothing served."""
+    if settings.metrics_port is None:
+        yield
+        return
+    token = settings.metrics_token.get() if settings.metrics_token is not None else None
+    async with _listening(settings, _answer_for(registry), token):
+        yield

@@ -13,7 +13,7 @@ from backend import keys
 from backend.schemas import Seq, Strict
 from backend.security import AuthError
 
-from .http import ApiRoutes, authenticate, json_response, parse_headers, parse_query
+from .http import ApiRoutes, authenticate, identify, json_response, parse_headers, parse_query
 
 api = ApiRoutes(prefix="/api/v1")
 TAGS = ("notifications",)
@@ -75,6 +75,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         claims = await request.app[keys.STREAM_TICKETS].claim(query.ticket)
         if claims is None:
             raise AuthError("invalid ticket: unknown, expired or already used")
+        identify(claims.sub)
     else:
         claims = authenticate(request)
     app = request.app

@@ -15,17 +15,24 @@ DRY_RUN_TITLES = 10
 
 
 def run_worker(settings: Settings) -> int:
-    """Poll and send until SIGINT/SIGTERM; any number of these may share one database."""
+    """Poll and send until SIGINT/SIGTERM; any number of these may share one database. Its
+    metrics (emails, send and query latency) are served on METRICS_PORT when that is set."""
     from .. import migrate
+    from ..app import worker_metrics
     from ..db import create_engine, create_sessionmaker
+    from ..metrics import Metrics
     from .worker import EmailWorker
 
     async def run() -> None:
         engine = create_engine(settings)
+        metrics = Metrics(max_types=settings.metrics_max_types)
+        metrics.watch_engine(engine)
         try:
             if settings.auto_migrate:
                 await migrate.upgrade(engine)
-            worker = EmailWorker(sessionmaker=create_sessionmaker(engine), settings=settings)
+            worker = EmailWorker(
+                sessionmaker=create_sessionmaker(engine), settings=settings, metrics=metrics
+            )
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -35,8 +42,9 @@ def run_worker(settings: Settings) -> int:
                 if settings.smtp_host
                 else f"outbox {settings.email_outbox_dir}"
             )
-            print(f"email worker running ({where}); Ctrl-C stops it", flush=True)
-            await worker.run(stop=stop)
+            async with worker_metrics(settings, metrics.registry):
+                print(f"email worker running ({where}); Ctrl-C stops it", flush=True)
+                await worker.run(stop=stop)
         finally:
             await engine.dispose()
 

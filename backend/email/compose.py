@@ -7,6 +7,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -118,16 +119,21 @@ async def compose(
             return "read in the app before the email was due"
         if payload.get("if_unread") and payload.get("unless") == "delivered" and row.delivered_at:
             return "delivered to a device before the email was due"
-        subject = immediate_subject(row.title)
+        # A template's email parts, rendered at publish; each one it lacks comes from the layout.
+        content = payload.get("content") or {}
+        subject = immediate_subject(content.get("subject") or row.title)
+        html = content.get("html")
         letter = Letter(
             subject=subject,
-            heading=subject,
+            heading=immediate_subject(row.title),
             items=[_item(settings, row)],
             app_url=settings.app_url,
             unsubscribe_url=unsubscribe,
             recipient_name=name,
+            text=content.get("text"),
+            html=None if html is None else Markup(html),  # escaped when it was rendered
         )
-        template = "immediate"
+        template = "templated" if "text" in content or "html" in content else "immediate"
     message = build_message(
         letter=letter,
         template=template,

@@ -27,6 +27,7 @@ from jinja2 import (
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Never fold headers: folding turns a long List-Unsubscribe URL into RFC 2047 encoded-words,
@@ -76,6 +77,10 @@ class Letter:
     more: int = 0
     period: str | None = None
     recipient_name: str | None = None
+    # A template's email parts, rendered at publish (the `templated` layout): its text, and its
+    # HTML (autoescaped when rendered, so Markup here) framed by the layout's header and footer.
+    text: str | None = None
+    html: Markup | None = None
 
 
 # The largest number a template may pass to a call or filter, and the longest string or list an
@@ -245,10 +250,13 @@ def render_source(
     return "".join(parts)
 
 
-def render(letter: Letter, template: str) -> tuple[str, str]:
-    """The text and HTML bodies of `template` (`immediate` or `digest`)."""
+def render(letter: Letter, template: str) -> tuple[str, str | None]:
+    """The text and HTML bodies of `template` (`immediate`, `digest` or `templated`); no HTML
+    for a template that gave a text part only (the layout's would say something else)."""
     text_env, html_env = _environments()
     text = text_env.get_template(f"{template}.txt").render(letter=letter)
+    if template == "templated" and letter.html is None and letter.text is not None:
+        return text, None
     html = html_env.get_template(f"{template}.html").render(letter=letter)
     return text, html
 
@@ -268,7 +276,8 @@ def build_message(
     message_id: str,
     date: datetime,
 ) -> EmailMessage:
-    """A multipart/alternative message; the Message-ID is stable per email_logs row."""
+    """A multipart/alternative message (text only when the template gave only text); the
+    Message-ID is stable per email_logs row."""
     text, html = render(letter, template)
     message = EmailMessage(policy=POLICY)
     message["From"] = sender
@@ -283,5 +292,6 @@ def build_message(
         message["List-Unsubscribe"] = f"<{letter.unsubscribe_url}>"
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(text)
-    message.add_alternative(html, subtype="html")
+    if html is not None:
+        message.add_alternative(html, subtype="html")
     return message

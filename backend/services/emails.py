@@ -49,13 +49,17 @@ async def queue_immediate(
         user_prefs = prefs[row.user_id]
         delay = unread_delay_minutes(user_prefs, row.type)
         per_type = is_type_override(user_prefs, row.type)
+        # A template's email parts, rendered at publish (a row stored without one has none).
+        rendered = getattr(row, "email", None)
         values.append(
             {
                 "user_id": row.user_id,
                 "notification_id": row.id,
                 "kind": "immediate",
                 "recipient": recipient,
-                "subject": immediate_subject(row.title),
+                "subject": immediate_subject(
+                    rendered.subject if rendered and rendered.subject else row.title
+                ),
                 "status": queue.QUEUED,
                 "attempts": 0,
                 "next_attempt_at": row.created_at + timedelta(minutes=delay or 0),
@@ -63,6 +67,8 @@ async def queue_immediate(
                     "if_unread": delay is not None,
                     "unless": held_unless(user_prefs, row.type),
                     "unsubscribe": {"all": not per_type, "types": [row.type] if per_type else []},
+                    # what the worker sends instead of the layouts' parts; never re-rendered
+                    **({"content": rendered.as_payload()} if rendered else {}),
                 },
                 "created_at": row.created_at,
                 "updated_at": row.created_at,

@@ -125,7 +125,10 @@ def unread(user_id: str) -> Any:
 
 
 def request_hash(request: NotificationCreate) -> str:
-    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    fields = request.model_dump(mode="json")
+    if request.rendered_email is not None:  # a template's email parts are part of the request
+        fields["email"] = request.rendered_email.as_payload()
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..codec import OrjsonModule
 from ..errors import Invalid
 from ..models import Notification, TopicSubscription, User, utcnow
-from ..schemas import NotificationCreate, Preferences
+from ..schemas import NotificationCreate, Preferences, RenderedEmail
 from . import preferences as preference_service
 
 
@@ -45,6 +45,7 @@ class StoredNotification:
     publisher_kind: str | None = None
     read_at: datetime | None = None
     delivered_at: datetime | None = None
+    email: RenderedEmail | None = None  # a template's email parts (queued, not a column)
 
 
 AfterInsert = Callable[
@@ -296,6 +297,7 @@ async def store(
                     created_at=now,
                     publisher=publisher,
                     publisher_kind=kind,
+                    email=request.rendered_email,
                 )
             )
             next_seq[uid] += 1

@@ -1,7 +1,8 @@
 """Notification templates: stored per type, rendered at publish time, the result stored.
 
 Rendering uses the email layouts' sandbox (backend.email.render); the rendered title, body and
-action_url go into the notification row, so editing a template never changes what a user got.
+action_url go into the notification row, and the email parts into its queued email, so editing a
+template never changes what a user got.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..config import Settings
 from ..email.render import TemplateRefused, check_source, render_source
 from ..errors import Conflict, Invalid, NotFound
 from ..models import NotificationTemplate, utcnow
-from ..schemas import NotificationCreate, isoformat
+from ..schemas import NotificationCreate, RenderedEmail, isoformat
 
 FIELDS = ("title", "body", "action_url", "email_subject", "email_text", "email_html")
 # Rendered as HTML (autoescaped); the others are plain text.
@@ -99,7 +100,8 @@ class Templates:
                 raise NotFound(f"template {name!r} not found")
 
     async def apply(self, request: NotificationCreate) -> NotificationCreate:
-        """The request with its template rendered into title, body and action_url (422 for a
+        """The request with its template rendered into title, body and action_url, and its email
+        parts (subject, text, html) carried for the email queue (422 for a
         missing variable, naming it; for output past TEMPLATE_MAX_OUTPUT_CHARS; or for a
         rendered title or URL that breaks the request's own rules)."""
         assert request.template is not None
@@ -124,8 +126,13 @@ class Templates:
         fields["body"] = rendered.get("body", "")
         if "action_url" not in fields and rendered.get("action_url"):
             fields["action_url"] = rendered["action_url"]
+        email = RenderedEmail(
+            subject=rendered.get("email_subject"),
+            text=rendered.get("email_text"),
+            html=rendered.get("email_html"),
+        )
         try:
-            return NotificationCreate.model_validate(fields)
+            created = NotificationCreate.model_validate(fields)
         except ValidationError as exc:
             details = [
                 {"loc": list(e["loc"]), "msg": f"rendered: {e['msg']}", "type": e["type"]}
@@ -133,3 +140,5 @@ class Templates:
             ]
             message = f"template {row.name!r} rendered to an invalid notification"
             raise Invalid(message, details=details) from None
+        # The email parts ride with the request to the email queue (emails.queue_immediate).
+        return created.with_email(email if email.as_payload() else None)
