@@ -7,7 +7,9 @@ connections cost that on every ping: a 19.5k-connection server pinging every 10 
 of its core on pings alone (bench/README.md). A LeanSocket keeps the protocol and python-engineio's
 state fields (connected, upgraded, closing, closed, last_ping, queue), and:
 
-- reads under `asyncio.timeout` (a timer handle per read, no task);
+- reads with no timeout of their own: one timer per session, the ping's, also watches the pong
+  (a client silent for a ping interval and timeout is closed, as Node's socket.io does), where a
+  timeout per read cost a timer handle per session and per packet;
 - writes from one task that awaits its queue directly; the reader, when it ends, queues None to
   stop it, as python-engineio does;
 - schedules each ping with `loop.call_later`, and writes it straight to the transport when nothing
@@ -71,6 +73,20 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         self.last_ping = time.time()
         if not (self.lean and write_now(self, PING_FRAME)):
             self.queue.put_nowait(PING)
+        if self.lean:  # the same timer waits for the pong (schedule_ping replaces it)
+            self.ping_timer = asyncio.get_running_loop().call_later(
+                self.server.ping_timeout, self._pong_due
+            )
+
+    def _pong_due(self) -> None:
+        self.ping_timer = None
+        if self.last_ping is None or self.closing or self.closed:
+            return  # answered (schedule_ping ran), or ending anyway
+        # As python-engineio's check_ping_timeout: a CLOSE packet, then the writer closes the
+        # websocket, which ends the reader.
+        self.server.start_background_task(
+            self.close, wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT
+        )
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         if self.ping_timer is not None:
@@ -150,14 +166,12 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         self.lean = True
         server = self.server
         writer = asyncio.get_running_loop().create_task(self._write_loop(ws))
-        read_timeout = server.ping_interval + server.ping_timeout
         limit = server.max_http_buffer_size
         while True:
             try:
-                async with asyncio.timeout(read_timeout):
-                    data = await ws.wait()
+                data = await ws.wait()
             except (asyncio.CancelledError, Exception):
-                break  # timed out, closed, refused frame, or the server going away
+                break  # closed (by _pong_due too), refused frame, or the server going away
             if data is None or len(data) > limit:
                 break
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Any
 
 from aiohttp.web import WebSocketResponse
@@ -22,17 +23,97 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 WRITE_BUFFER_LIMIT = 64 * 1024
 
 
-class WriterQueue(asyncio.Queue[Any]):
-    """Engine.IO's outbound queue, knowing when its writer waits with nothing in hand."""
+class WriterQueue:
+    """Engine.IO's outbound queue, knowing when its writer waits with nothing in hand.
 
-    writer_waiting = False
+    The subset of asyncio.Queue that python-engineio uses (put, put_nowait, get, get_nowait,
+    task_done, join, qsize, empty), without its three deques and an Event per socket, allocated
+    whether anything is ever queued or not: about 3 KB of every held connection. Here the items'
+    deque exists only while something is queued, the waiters and the join event only while
+    someone waits.
+    """
+
+    __slots__ = ("_finished", "_getters", "_items", "_unfinished", "writer_waiting")
+
+    def __init__(self, maxsize: int = 0) -> None:
+        del maxsize  # python-engineio's queues are unbounded
+        self._items: deque[Any] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None
+        self._unfinished = 0
+        self._finished: asyncio.Event | None = None
+        self.writer_waiting = False
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: Any) -> None:
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append(item)
+        self._unfinished += 1
+        self._wake_one()
+
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self) -> Any:
+        items = self._items
+        if not items:
+            raise asyncio.QueueEmpty
+        item = items.popleft()
+        if not items:
+            self._items = None
+        return item
 
     async def get(self) -> Any:
         self.writer_waiting = True
         try:
-            return await super().get()
+            while not self._items:
+                waiter = asyncio.get_running_loop().create_future()
+                if self._getters is None:
+                    self._getters = []
+                self._getters.append(waiter)
+                try:
+                    await waiter
+                except BaseException:
+                    waiter.cancel()
+                    getters = self._getters
+                    if getters is not None and waiter in getters:
+                        getters.remove(waiter)
+                    if self._items and not waiter.cancelled():
+                        self._wake_one()  # woken, then cancelled: pass the item on
+                    raise
+            return self.get_nowait()
         finally:
             self.writer_waiting = False
+
+    def _wake_one(self) -> None:
+        getters = self._getters
+        while getters:
+            waiter = getters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+        if not getters:
+            self._getters = None
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if self._unfinished == 0 and self._finished is not None:
+            self._finished.set()
+
+    async def join(self) -> None:
+        if self._unfinished:
+            if self._finished is None:
+                self._finished = asyncio.Event()
+            self._finished.clear()
+            await self._finished.wait()
 
 
 class UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
