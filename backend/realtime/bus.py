@@ -76,6 +76,9 @@ class BusWatch:
         self._canary = BUS_PREFIX + CANARY + b" " + host
         self._gap_notice = BUS_PREFIX + GAP + b" " + host
         self._last_heard = clock()
+        # The listener's last message of any kind: a listener working through a backlog (a
+        # fan-out on a busy process) is slow, not deaf; its canary is behind the backlog.
+        self._last_progress = clock()
         self._subscribed = False
         self._listen_error: str | None = None
         self._publish_error: str | None = None
@@ -102,6 +105,10 @@ class BusWatch:
             self._evaluate()
         elif kind == GAP and message != self._gap_notice:
             self.gap(f"process {host.decode(errors='replace')} could not publish")
+
+    def progress(self) -> None:
+        """The listener took a message off the subscription (any message)."""
+        self._last_progress = self._clock()
 
     def subscribed(self) -> None:
         """A subscribe confirmation: messages published before it may never have reached us."""
@@ -140,8 +147,9 @@ class BusWatch:
             return f"cannot publish: {self._publish_error}"
         if not self._subscribed:
             return f"not subscribed: {self._listen_error or 'connecting'}"
-        silent = self._clock() - self._last_heard
-        if silent > self.timeout:
+        now = self._clock()
+        silent = now - self._last_heard
+        if silent > self.timeout and now - self._last_progress > self.timeout:
             return f"no canary heard for {silent:.1f} s"
         return None
 
@@ -181,7 +189,12 @@ class BusWatch:
             await self._follow_primary()
             await self._publish_canary()
             self._evaluate()
+            before = self._clock()
             await asyncio.sleep(self.interval)
+            if self._clock() - before - self.interval > self.timeout:
+                # This process's own loop stalled (CPU starved): its listener had no chance to
+                # hear anything either, so the silence is judged from now, not from before.
+                self._last_progress = self._clock()
 
     async def _follow_primary(self) -> None:
         """With Sentinel, the canary alone cannot see a process left on the demoted primary (its

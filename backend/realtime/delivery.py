@@ -407,6 +407,7 @@ class BusHooks(Protocol):
     """What the manager tells the bus watch (bus.py)."""
 
     def heard(self, message: bytes) -> None: ...
+    def progress(self) -> None: ...
     def subscribed(self) -> None: ...
     def listen_failed(self, exc: BaseException) -> None: ...
     def may_publish(self) -> bool: ...
@@ -568,6 +569,8 @@ class RedisManager(socketio.AsyncRedisManager, DeliveryMixin):
                 continue
             kind = message.get("type")
             data = message.get("data")
+            if self.watch is not None:
+                self.watch.progress()
             if kind == "subscribe":
                 if self.watch is not None:
                     self.watch.subscribed()

@@ -190,9 +190,21 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
         return await super()._handle_eio_disconnect(eio_sid, reason)
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
-        await super()._handle_connect(eio_sid, namespace, data)
-        if eio_sid in self._connect_timers and self._connected(eio_sid):
-            self._connect_timers.pop(eio_sid).cancel()
+        # A CONNECT being handled (auth, the batched user upsert) is not an idle session: the
+        # timer waits for it, however slow a starved box makes it, and then goes on with
+        # what was left of it if the CONNECT was refused.
+        timer = self._connect_timers.pop(eio_sid, None)
+        if timer is not None:
+            timer.cancel()
+        try:
+            await super()._handle_connect(eio_sid, namespace, data)
+        finally:
+            if timer is not None and eio_sid not in self._connect_timers:
+                if not self._connected(eio_sid):
+                    left = max(timer.when() - asyncio.get_running_loop().time(), 0.0)
+                    self._connect_timers[eio_sid] = asyncio.get_running_loop().call_later(
+                        left, self._connect_due, eio_sid
+                    )
 
     async def _handle_disconnect(
         self, eio_sid: str, namespace: str | None, reason: Any = None

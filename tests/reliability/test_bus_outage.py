@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
+from backend import keys
 from backend.config import ConfigError, load_settings
 
 from ..conftest import TEST_SECRET, Recorder, RunningServer
@@ -238,3 +239,25 @@ def test_a_canary_timeout_under_two_intervals_is_refused() -> None:
     with pytest.raises(ConfigError, match="BUS_CANARY_TIMEOUT_SECONDS"):
         load_settings({**env, "BUS_CANARY_TIMEOUT_SECONDS": "3"})
     assert load_settings({**env, "BUS_CANARY_TIMEOUT_SECONDS": "4"}).bus_canary_timeout_seconds == 4
+
+
+@on_postgresql
+async def test_a_stalled_process_is_not_called_deaf_and_catches_nobody_up(
+    cluster: Cluster, bus_redis: list[RedisServer]
+) -> None:
+    """A process whose own loop was starved of CPU longer than the canary timeout (a fan-out
+    to a hundred thousand on a small box) had no chance to hear anything: that is not a deaf
+    bus, and a false alarm would make every local session catch up from the database."""
+    server = await cluster(bus_redis[0].url)
+    await wait_ready(server, 200)
+    watch = server.app[keys.BUS]
+    episodes, gaps = watch.deaf_episodes, watch.gaps
+    time.sleep(watch.timeout + 1.5)  # the whole loop blocked, as on a starved core
+    await asyncio.sleep(2 * watch.interval + 0.5)
+    assert watch.deaf_episodes == episodes and watch.gaps == gaps
+    assert (await ready(server))[0] == 200
+    # (a client in this same stalled loop gives up on its server's pings: a fresh one)
+    client = await server.connect("stalled")
+    await server.publish(["stalled"], title="after the stall")
+    [note] = await client.wait_for("notification")
+    assert note["title"] == "after the stall"
