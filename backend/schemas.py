@@ -165,9 +165,7 @@ class NotificationCreate(Strict):
     user_ids: list[UserId] | None = Field(default=None, min_length=1, max_length=1000)
     topic: TopicName | None = None
     type: TypeName
-    title: (
-        Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NO_NUL)] | None
-    ) = None
+    title: Title | None = None
     body: Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)] = ""
     template: TypeName | None = Field(
         default=None, description="a stored template (PUT /admin/templates/{name}) instead of title"

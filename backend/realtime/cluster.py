@@ -57,7 +57,7 @@ class _State:
 
 
 class Cluster:
-    """The view: `stats`, `user_sessions`, `is_online`, `stale` and `evict` for the cluster."""
+    """The view for the cluster: `stats`, `user_sessions` (online: any), `stale`, `evict`."""
 
     def __init__(
         self,
@@ -299,9 +299,6 @@ class Cluster:
             session.pop("process", None)
             sessions.append(session)
         return sessions
-
-    async def is_online(self, user_id: str) -> bool:
-        return bool(await self.user_sessions(user_id))
 
     async def stale(self, timeout_seconds: float) -> list[tuple[str, str]]:
         """(sid, process) of the sessions of other processes silent for longer than the timeout,

@@ -135,7 +135,6 @@ def request_hash(request: NotificationCreate) -> str:
 # Recovery's statements, built once: a reconnect storm runs them a thousand times a second.
 _USER: BindParameter[str] = bindparam("user_id")
 _AFTER: BindParameter[int] = bindparam("after_seq")
-_LAST_SEQ = select(User.last_seq).where(User.id == _USER)
 _SEQS = select(User.last_seq, User.purged_seq).where(User.id == _USER)
 _COUNT_AFTER = select(func.count()).where(visible(_USER), Notification.seq > _AFTER)
 _PAGE_AFTER = (
@@ -553,11 +552,6 @@ class NotificationService:
         """Visible notifications stored after a seq, oldest first: the recovery query."""
         async with self._sessionmaker() as session:
             return await _page_after(session, user_id, after_seq, limit)
-
-    async def latest_seq(self, *, user_id: str) -> int:
-        """The user's latest seq: where a session that asked for no recovery starts."""
-        async with self._sessionmaker() as session:
-            return int(await session.scalar(_LAST_SEQ, {"user_id": user_id}) or 0)
 
     async def backlog(
         self, *, user_id: str, after_seq: int, limit: int, max_missing: int

@@ -1,7 +1,7 @@
 """api_keys (services' keys, hashed) and notification_templates
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-02 09:00:00.000000
 """
 

@@ -1,7 +1,7 @@
 """retention: users.purged_seq (the recovery watermark) and the indexes the purge scans use
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-01 12:00:00.000000
 """
 
