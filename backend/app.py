@@ -183,11 +183,12 @@ async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
         ]
 
     async def close(sid: str) -> None:
-        """An Engine.IO close: the official clients reconnect with their last_seq."""
+        """Closed the way every official client reconnects from, with its last_seq (the same
+        close as shutdown and a deferred recovery: engine.end_for_reconnect)."""
         eio_sid = manager.eio_sid_from_sid(sid, "/")
         sock = sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
         if sock is not None:
-            await sock.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
+            await end_for_reconnect(sock)
 
     watch = BusWatch(
         manager=manager,
