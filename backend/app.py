@@ -461,10 +461,14 @@ def create_app(settings: Settings) -> web.Application:
     def local_stats() -> dict[str, Any]:
         return {**connections.stats(), "events_out": control.events_out, "process": process_id}
 
+    def local_counters() -> dict[str, Any]:
+        return {**connections.counters(), "events_out": control.events_out}
+
     cluster = app[keys.CLUSTER] = Cluster(
         connections=connections,
         process_id=process_id,
         local=local_stats,
+        counters=local_counters,
         ttl_seconds=settings.cluster_ttl_seconds,
         max_per_user=settings.max_connections_per_user,
     )

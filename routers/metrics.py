@@ -32,7 +32,8 @@ class ServerCollector(Collector):
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.app[keys.CONNECTIONS].stats()
+        connections = self.app[keys.CONNECTIONS]
+        stats = connections.counters()
         yield GaugeMetricFamily(
             "notify_connections", "Socket.IO sessions on this process", value=stats["connections"]
         )
@@ -41,11 +42,11 @@ class ServerCollector(Collector):
             "users with a session on this process",
             value=stats["online_users"],
         )
-        yield GaugeMetricFamily("notify_rooms", "rooms with members", value=len(stats["rooms"]))
+        yield GaugeMetricFamily("notify_rooms", "rooms with members", value=stats["room_count"])
         by_transport = GaugeMetricFamily(
             "notify_connections_by_transport", "sessions by transport", labels=["transport"]
         )
-        for transport, count in stats["transports"].items():
+        for transport, count in connections.transports().items():
             by_transport.add_metric([transport], count)
         yield by_transport
         yield CounterMetricFamily(

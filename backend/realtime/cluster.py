@@ -65,12 +65,15 @@ class Cluster:
         connections: ConnectionManager,
         process_id: str,
         local: Callable[[], dict[str, Any]],
+        counters: Callable[[], dict[str, Any]] | None = None,
         ttl_seconds: float = 10.0,
         max_per_user: int = 5,
     ) -> None:
         self.connections = connections
         self.process_id = process_id
         self._local = local
+        # what each beat sends: the running counters only (`local` walks every room)
+        self._local_counters = counters or local
         self.ttl_seconds = ttl_seconds
         self.max_per_user = max_per_user
         self.on_evicted: Evicted | None = None
@@ -181,7 +184,7 @@ class Cluster:
                 await self.on_evicted(sid, reason)
 
     def _counters(self) -> str:
-        local = self._local()
+        local = self._local_counters()
         fields = ("events_in", "events_out", "total_connections", "uptime_seconds")
         return json.dumps({name: local.get(name, 0) for name in fields})
 

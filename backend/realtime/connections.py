@@ -12,6 +12,10 @@ Clock = Callable[[], float]
 SSE = "sse"  # the transport of a Server-Sent Events stream
 
 
+# running counters, in the order stats() answers them
+COUNTED = ("events_in", "events_out", "total_connections", "uptime_seconds")
+
+
 class Mirror(Protocol):
     """Told of every change, synchronously and in order (the cluster view in Redis)."""
 
@@ -226,14 +230,28 @@ class ConnectionManager:
     def __len__(self) -> int:
         return len(self._connections)
 
-    def stats(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, Any]:
+        """The numbers alone, without a walk over rooms or sessions: what the cluster beat and
+        /metrics read every few seconds."""
         return {
             "connections": len(self._connections),
             "online_users": len(self._by_user),
-            "rooms": {room: len(members) for room, members in sorted(self._rooms.items())},
-            "transports": dict(Counter(c.transport for c in self._connections.values())),
+            "room_count": len(self._rooms),
             "events_in": self.events_in,
             "events_out": self.events_out,
             "total_connections": self.total_connections,
             "uptime_seconds": round(self._clock() - self.started_at, 3),
+        }
+
+    def transports(self) -> dict[str, int]:
+        return dict(Counter(c.transport for c in self._connections.values()))
+
+    def stats(self) -> dict[str, Any]:
+        counters = self.counters()
+        return {
+            "connections": counters["connections"],
+            "online_users": counters["online_users"],
+            "rooms": {room: len(members) for room, members in sorted(self._rooms.items())},
+            "transports": self.transports(),
+            **{name: counters[name] for name in COUNTED},
         }
