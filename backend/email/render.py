@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateSyntaxError,
     UndefinedError,
     nodes,
@@ -222,18 +223,25 @@ def check_source(source: str, *, html: bool = False) -> None:
                 raise TemplateRefused(f"numbers over {MAX_TEMPLATE_NUMBER} are not allowed")
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str, html: bool) -> Template:
+    """Checked and compiled once per source text (Jinja does not cache `from_string`): every
+    publish naming a template renders up to six of them. A refused source raises, so it is
+    never cached; an edited template is new text, so it is compiled anew."""
+    check_source(source, html=html)
+    text_env, html_env = _environments()
+    return (html_env if html else text_env).from_string(source)
+
+
 def render_source(
     source: str, variables: Mapping[str, Any], *, html: bool = False, max_chars: int
 ) -> str:
     """Render a stored template with the layouts' sandbox: StrictUndefined (a missing variable
     is an error naming it), bounded values, and at most `max_chars` of output."""
-    check_source(source, html=html)
-    text_env, html_env = _environments()
-    env = html_env if html else text_env
     parts: list[str] = []
     size = 0
     try:
-        chunks: Iterator[str] = env.from_string(source).generate(**variables)
+        chunks: Iterator[str] = _compiled(source, html).generate(**variables)
         for chunk in chunks:
             size += len(chunk)
             if size > max_chars:
