@@ -39,38 +39,20 @@ def error(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
-def refuse(
-    reason: str, *, kind: str | None = None, **data: Any
-) -> socketio.exceptions.ConnectionRefusedError:
-    """`kind` is the reason's label in notify_refusals_total, when its message does not say."""
+def refuse(reason: str, *, kind: str, **data: Any) -> socketio.exceptions.ConnectionRefusedError:
+    """`kind` is the refusal's label in notify_refusals_total."""
     exc = (
         socketio.exceptions.ConnectionRefusedError(reason, data)
         if data
         else socketio.exceptions.ConnectionRefusedError(reason)
     )
-    if kind is not None:
-        exc.refusal_kind = kind  # type: ignore[attr-defined]
+    exc.refusal_kind = kind  # type: ignore[attr-defined]
     return exc
 
 
-# A refusal's label in metrics, from its message's start (see _connect).
-_REFUSAL_PREFIXES = (
-    ("server busy", "connect_rate"),
-    ("invalid auth", "payload"),
-    ("too many connections", "per_user_cap"),
-    (DB_UNAVAILABLE, "unavailable"),
-)
-
-
 def refusal_reason(exc: socketio.exceptions.ConnectionRefusedError) -> str:
-    kind = getattr(exc, "refusal_kind", None)
-    if kind is not None:
-        return str(kind)
-    message = str(exc.error_args.get("message", "")) if exc.error_args else ""
-    for prefix, reason in _REFUSAL_PREFIXES:
-        if message.startswith(prefix):
-            return reason
-    return "invalid"
+    """The label `refuse` gave it; "invalid" for a refusal raised elsewhere."""
+    return str(getattr(exc, "refusal_kind", "invalid"))
 
 
 class NotificationNamespace(socketio.AsyncNamespace):
@@ -95,7 +77,7 @@ class NotificationNamespace(socketio.AsyncNamespace):
             raise
         except Exception:
             log.exception("connect of %s failed", sid)
-            raise refuse("server error; retry later") from None
+            raise refuse("server error; retry later", kind="invalid") from None
         finally:
             SID.reset(sid_token)
             USER_ID.reset(user_token)
@@ -106,13 +88,15 @@ class NotificationNamespace(socketio.AsyncNamespace):
         connect_bucket = app[keys.CONNECT_BUCKET]
         if not connect_bucket.take():
             retry = math.ceil(max(connect_bucket.wait_time(), 0.1) * 100) / 100
-            raise refuse(f"server busy, retry in {retry} s", retry_after=retry)
+            raise refuse(f"server busy, retry in {retry} s", kind="connect_rate", retry_after=retry)
         # Bounded before anything walks it (python-socketio's admin instrumentation does).
         depth, limit = settings.max_json_depth, settings.max_payload_bytes
         if codec.exceeds_depth(auth, depth):
-            raise refuse(f"invalid auth: nested deeper than {depth} levels")
+            raise refuse(f"invalid auth: nested deeper than {depth} levels", kind="payload")
         if auth is not None and (size := codec.encoded_size(auth)) > limit:
-            raise refuse(f"invalid auth: the payload is {size} bytes; the limit is {limit}")
+            raise refuse(
+                f"invalid auth: the payload is {size} bytes; the limit is {limit}", kind="payload"
+            )
         auth = auth if isinstance(auth, dict) else {}
         token = auth.get("token")
         if not isinstance(token, str) or not token:
@@ -128,7 +112,9 @@ class NotificationNamespace(socketio.AsyncNamespace):
             or isinstance(last_seq, bool)
             or not 0 <= last_seq <= MAX_ID
         ):
-            raise refuse(f"invalid last_seq: expected an integer from 0 to {MAX_ID}")
+            raise refuse(
+                f"invalid last_seq: expected an integer from 0 to {MAX_ID}", kind="invalid"
+            )
         # The slot is taken before the first await, and given back if this connect fails.
         connections = app[keys.CONNECTIONS]
         request = environ.get("aiohttp.request")
@@ -163,6 +149,7 @@ class NotificationNamespace(socketio.AsyncNamespace):
                 # Refused with a delay, which the official clients retry, not left hanging.
                 raise refuse(
                     f"{DB_UNAVAILABLE}, retry in {RETRY_AFTER_SECONDS} s",
+                    kind="unavailable",
                     retry_after=RETRY_AFTER_SECONDS,
                 ) from None
             recovery = app[keys.RECOVERY]
@@ -173,7 +160,7 @@ class NotificationNamespace(socketio.AsyncNamespace):
             await self.save_session(sid, {"claims": claims})
             connection = connections.get(sid)
             if connection is None:  # a newer connect of this user displaced this one meanwhile
-                raise refuse("too many connections for this user")
+                raise refuse("too many connections for this user", kind="per_user_cap")
             connection.live = True
             await self.enter_room(sid, user_room(claims.sub))
         except BaseException:
