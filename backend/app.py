@@ -175,12 +175,7 @@ async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
     notifier = app[keys.NOTIFIER]
 
     def sessions() -> list[tuple[str, str]]:
-        return [
-            (c.sid, c.user_id)
-            for user in connections.online_users()
-            for c in connections.user_sessions(user)
-            if c.live
-        ]
+        return [(c.sid, c.user_id) for c in connections.all() if c.live]
 
     async def close(sid: str) -> None:
         """Closed the way every official client reconnects from, with its last_seq (the same

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from .config import ConfigError, Settings, load_settings
-from .logs import configure_logging
+from .logs import configure_logging, one_line
 
 LISTEN_BACKLOG = 4096
 
@@ -88,12 +88,8 @@ def _start_failure(exc: BaseException, settings: Settings, *, listening: bool) -
         reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         return f"cannot listen on {settings.host}:{settings.port}: {reason}"
     if not listening and is_unavailable(exc):
-        return f"the database is unreachable ({_describe_db(settings)}): {_one_line(exc)}"
+        return f"the database is unreachable ({_describe_db(settings)}): {one_line(exc, 300)}"
     return None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
 class _Shutdown:
@@ -227,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(
             f"cannot {command}: the database is unreachable ({_describe_db(settings)}): "
-            + _one_line(exc),
+            + one_line(exc, 300),
             file=sys.stderr,
             flush=True,
         )

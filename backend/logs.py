@@ -198,3 +198,8 @@ class Throttled:
         self._logger.warning(message, *args)
         self._next = now + self._interval
         self._skipped = 0
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one log-safe line: its class and message, whitespace folded, cut."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:limit]

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..config import Settings
 from ..db import is_unavailable
+from ..logs import one_line
 from ..metrics import Metrics
 from ..models import EmailLog, Notification, utcnow
 from ..services import activity
@@ -172,7 +173,7 @@ class EmailWorker:
                     outage_since = loop.time()
                     log.warning(
                         "email worker: database unavailable (%s); retrying with backoff",
-                        _one_line(exc),
+                        one_line(exc),
                     )
                 delay = min(delay * 2, max(self._settings.db_retry_max_seconds, poll))
             else:
@@ -211,8 +212,3 @@ async def _record_outcome(
         detail["reason"] = reason
     step = activity.step(row.notification_id, row.user_id, type_, kind, now, detail)
     await activity.record(session, [step])
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text[:200]

@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .messages import Backoff, MessageHandler, Outage, one_line
+from ..logs import one_line
+from .messages import Backoff, MessageHandler, Outage
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from .. import codec
 from ..db import is_unavailable
 from ..errors import Conflict, DomainError, InProgress
 from ..events.cloudevents import MalformedEvent, parse_structured
+from ..logs import one_line
 from ..schemas import IdempotencyKey, NotificationCreate
 from ..services.events import EventIngest, Outcome
 from ..services.notifications import NotificationService
@@ -33,10 +34,6 @@ _KEY = TypeAdapter(IdempotencyKey)
 def publisher_for(name: str) -> str:
     """Who published a notification request read from this channel or stream."""
     return f"redis:{name}"
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
 
 
 class _Drop(Exception):

@@ -21,8 +21,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from ..logs import one_line
 from .connection import BLOCK_MS
-from .messages import Backoff, MessageHandler, Outage, one_line
+from .messages import Backoff, MessageHandler, Outage
 
 log = logging.getLogger(__name__)
 
