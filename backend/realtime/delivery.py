@@ -65,9 +65,10 @@ class DeliveryControl:
         # last `settle_seconds` stay in `recent`; older ones are settled, their highest the floor.
         self.settle_seconds = 6.0
         # A live one that arrives again (a publish retried after it got through, or one that a
-        # catch-up already sent from the database) is dropped: `seen` has the recent ones.
+        # catch-up already sent from the database) is dropped: `seen` has the recent ones, each
+        # with the time it was last sent (so settling one entry of `recent` is O(1)).
         self.recent: dict[str, deque[tuple[float, int]]] = {}
-        self.seen: dict[str, set[int]] = {}
+        self.seen: dict[str, dict[int, float]] = {}
         self.settled: dict[str, int] = {}
         # While the bus may be losing messages: each session's highest seq when it began, and
         # what was sent since (this process's own emits still go out at once), so the catch-up
@@ -112,9 +113,9 @@ class DeliveryControl:
         recent = self.recent.get(sid)
         if recent is None:
             recent = self.recent[sid] = deque()
-            self.seen[sid] = set()
+            self.seen[sid] = {}
         recent.append((now, seq))
-        self.seen[sid].add(seq)
+        self.seen[sid][seq] = now
         self._settle(sid, now)
         if seq > self.sent_seq.get(sid, -1):
             self.sent_seq[sid] = seq
@@ -124,11 +125,12 @@ class DeliveryControl:
         if recent is None:
             return
         while recent and recent[0][0] < now - self.settle_seconds:
-            _, seq = recent.popleft()
+            sent_at, seq = recent.popleft()
             if seq > self.settled.get(sid, -1):
                 self.settled[sid] = seq
-            if all(seq != other for _, other in recent):
-                self.seen[sid].discard(seq)
+            seen = self.seen[sid]
+            if seen.get(seq) == sent_at:  # its last send, not one repeated since
+                del seen[seq]
         if not recent:
             del self.recent[sid]
             del self.seen[sid]
