@@ -285,12 +285,12 @@ class DeliveryMixin(socketio.AsyncManager):
         """Local delivery: held during recovery, rate-limited, encoded once per message, and
         written straight to each socket when nothing is queued ahead (one write per socket)."""
         control = self.delivery
-        if room is not None and room.startswith("user:"):
-            for event, data in messages:
-                if event == "unread_count":
-                    control.last_unread[room] = data
         if isinstance(room, str) and not self.rooms[namespace].get(room):
             return  # nobody here: the common case of a user with no open session
+        if room is not None and room.startswith("user:"):
+            for event, data in messages:
+                if event == "unread_count":  # for a coalesced session's catch-up count
+                    control.last_unread[room] = data
         encoded: list[_Encoded | None] = [None] * len(messages)
         sockets = self.server.eio.sockets
         streams = control.streams
@@ -531,15 +531,12 @@ class RedisManager(socketio.AsyncRedisManager, DeliveryMixin):
         header = orjson.loads(view[host_end + 1 : header_end])
         namespace, rooms, ends = header["ns"], header["rooms"], header["ends"]
         here = self.rooms.get(namespace)
-        last_unread = self.delivery.last_unread
         body = view[header_end + 1 :]
         start = 0
         for room, end in zip(rooms, ends, strict=True):
             if here and here.get(room):
                 messages = [(event, payload) for event, payload in orjson.loads(body[start:end])]
                 await self._deliver(messages, namespace, room, set())
-            else:
-                last_unread.pop(room, None)  # not kept for a room with no session here
             start = end
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[dict[str, Any]]:
