@@ -96,9 +96,19 @@ class Notification(Base):
         UniqueConstraint("user_id", "seq"),
         Index("ix_notifications_user_id_read_at", "user_id", "read_at"),
         Index("ix_notifications_user_id_id", "user_id", "id"),
-        # the retention task's scans (0007)
-        Index("ix_notifications_read_at", "read_at"),
-        Index("ix_notifications_deleted_at", "deleted_at"),
+        # the retention task's scans (0007), of the rows they can select only (0008)
+        Index(
+            "ix_notifications_read_at",
+            "read_at",
+            postgresql_where=text("read_at IS NOT NULL"),
+            sqlite_where=text("read_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_notifications_deleted_at",
+            "deleted_at",
+            postgresql_where=text("deleted_at IS NOT NULL"),
+            sqlite_where=text("deleted_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -110,3 +110,54 @@ async def test_unread_count_migration_counts_the_existing_unread_visible_rows(
         assert kept == len(rows)
     finally:
         await engine.dispose()
+
+
+async def test_the_retention_indexes_hold_only_read_or_deleted_rows_and_serve_the_purge(
+    settings: Settings,
+) -> None:
+    """An unread notification adds nothing to the `read_at` and `deleted_at` indexes (0008), and
+    the retention task's scans still use them."""
+    engine = create_engine(settings)
+    try:
+        await migrate.upgrade(engine)
+        async with engine.connect() as connection:
+            postgres = connection.dialect.name == "postgresql"
+            for column in ("read_at", "deleted_at"):
+                name = f"ix_notifications_{column}"
+                if postgres:
+                    definition = (
+                        await connection.execute(
+                            text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+                            {"name": name},
+                        )
+                    ).scalar_one()
+                    await connection.execute(text("SET enable_seqscan = off"))
+                    plan = "\n".join(
+                        (
+                            await connection.execute(
+                                text(f"EXPLAIN SELECT id FROM notifications WHERE {column} < now()")
+                            )
+                        ).scalars()
+                    )
+                else:
+                    definition = (
+                        await connection.execute(
+                            text("SELECT sql FROM sqlite_master WHERE name = :name"),
+                            {"name": name},
+                        )
+                    ).scalar_one()
+                    plan = " ".join(
+                        str(row[-1])
+                        for row in await connection.execute(
+                            text(
+                                "EXPLAIN QUERY PLAN SELECT id FROM notifications "
+                                f"WHERE {column} < '2026-01-01'"
+                            )
+                        )
+                    )
+                assert f"WHERE ({column} IS NOT NULL)" in definition.replace(
+                    f"WHERE {column} IS NOT NULL", f"WHERE ({column} IS NOT NULL)"
+                ), definition
+                assert name in plan, plan
+    finally:
+        await engine.dispose()

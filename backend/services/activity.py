@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..codec import OrjsonModule
 from ..db import is_unavailable
 from ..errors import NotFound
 from ..models import Activity, Notification, utcnow
@@ -55,10 +56,35 @@ def step(
     }
 
 
+# PostgreSQL: one fixed statement with one array per column, whatever the row count. An
+# executemany of 500 `pushed` steps was 500 executions on both sides: about 12 µs of our CPU and
+# 25 µs of PostgreSQL's per delivery in a fan-out (bench/README).
+PG_RECORD = text(
+    """
+    INSERT INTO activity (notification_id, user_id, type, kind, at, detail)
+    SELECT s.notification_id, s.user_id, s.type, s.kind, s.at, CAST(s.detail AS JSON)
+    FROM unnest(CAST(:notification_id AS BIGINT[]), CAST(:user_id AS TEXT[]),
+                CAST(:type AS TEXT[]), CAST(:kind AS TEXT[]), CAST(:at AS TIMESTAMPTZ[]),
+                CAST(:detail AS TEXT[]))
+         AS s(notification_id, user_id, type, kind, at, detail)
+    """
+)
+COLUMNS = ("notification_id", "user_id", "type", "kind", "at")
+
+
 async def record(session: AsyncSession, steps: list[dict[str, Any]]) -> None:
     """Insert steps inside the caller's transaction, in one statement (nothing when empty)."""
-    if steps:
-        await session.execute(insert(Activity), steps)
+    if not steps:
+        return
+    connection = await session.connection()
+    if connection.dialect.name != "postgresql":
+        await connection.execute(insert(Activity), steps)
+        return
+    params: dict[str, Any] = {name: [one[name] for one in steps] for name in COLUMNS}
+    params["detail"] = [
+        None if one["detail"] is None else OrjsonModule.dumps(one["detail"]) for one in steps
+    ]
+    await connection.execute(PG_RECORD, params)
 
 
 class PushLog:
