@@ -246,8 +246,8 @@ def _int(name: str, raw: str, *, minimum: int = 0, maximum: int | None = None) -
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and {maximum}" if maximum is not None else ""
-        raise ConfigError(f"{name} must be between {minimum}{upper}, got {value}")
+        bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
     return value
 
 

@@ -69,7 +69,10 @@ def test_a_configured_secret_turns_dev_mode_off(tmp_path: Path) -> None:
             {"JWT_SECRET": "x" * 40, "SSE_HEARTBEAT_SECONDS": "300"},
             "SSE_HEARTBEAT_SECONDS must be less than STALE_TIMEOUT_SECONDS",
         ),
-        ({"JWT_SECRET": "x" * 40, "SSE_MAX_STREAMS_PER_USER": "0"}, "must be between 1"),
+        (
+            {"JWT_SECRET": "x" * 40, "SSE_MAX_STREAMS_PER_USER": "0"},
+            "SSE_MAX_STREAMS_PER_USER must be at least 1, got 0",
+        ),
         ({"JWT_SECRET": "x" * 40, "SSE_TICKET_TTL_SECONDS": "-1"}, "must be positive"),
         (
             {"JWT_SECRET": "x" * 40, "SSE_MAX_QUEUED_EVENTS": "10"},
@@ -82,7 +85,7 @@ def test_a_configured_secret_turns_dev_mode_off(tmp_path: Path) -> None:
         ),
         (
             {"JWT_SECRET": "x" * 40, "ACTIVITY_QUEUE_MAX": "0"},
-            "ACTIVITY_QUEUE_MAX must be between 1",
+            "ACTIVITY_QUEUE_MAX must be at least 1, got 0",
         ),
     ],
 )
