@@ -281,25 +281,17 @@ async def store(
         request_of.extend([number] * len(audience))
         # NotificationService renders a template into title and body before storing.
         assert request.title is not None, "a template request must be rendered first"
+        # Read once per request, not per recipient (the email is a pydantic private attribute,
+        # whose every read goes through __getattr__).
+        type_, title, body, icon = request.type, request.title, request.body, request.icon
+        action_url, data, email = request.action_url, request.data, request.rendered_email
         for uid, visible in zip(audience, shown, strict=True):
             rows.append(
                 StoredNotification(
-                    id=0,
-                    user_id=uid,
-                    seq=next_seq[uid],
-                    type=request.type,
-                    title=request.title,
-                    body=request.body,
-                    icon=request.icon,
-                    action_url=request.action_url,
-                    data=request.data,
-                    in_app=visible,
-                    created_at=now,
-                    publisher=publisher,
-                    publisher_kind=kind,
-                    email=request.rendered_email,
+                    0, uid, next_seq[uid], type_, title, body, icon, action_url, data, visible,
+                    now, publisher, kind, email=email,
                 )
-            )
+            )  # fmt: skip
             next_seq[uid] += 1
     await insert_rows(session, requests, rows, request_of, now, publishers, kinds)
     emails = {uid: recipient.email for uid, recipient in allocated.items()}
