@@ -7,11 +7,13 @@ server's engine, so the test sees what the database saw.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from backend import keys
+from backend.models import Notification, UTCDateTime
 
 from ..conftest import RunningServer
 
@@ -40,3 +42,47 @@ async def test_a_publish_to_a_thousand_users_sends_a_handful_of_statements(
     listed = await server.request("GET", "/api/v1/notifications", sub="many-7")
     assert listed[1]["notifications"][-1]["id"] == stored[7]["id"]
     assert len(statements) <= 2 * 8, statements[:20]
+
+
+async def test_a_publish_stores_the_same_column_forms_as_the_typed_columns(
+    server: RunningServer,
+) -> None:
+    """The SQLite statements skip SQLAlchemy's per-row type processing and pass stored forms
+    themselves (`store.SqliteValues`): what lands in each column is what the typed column would
+    have written, and reads back the same through the ORM."""
+    engine = server.app[keys.ENGINE]
+    data = {"n": 1, "nested": {"k": [1, "two"]}, "text": "é"}
+    [created] = await server.publish(["forms"], data=data)
+    await server.request("POST", f"/api/v1/notifications/{created['id']}/read", sub="forms")
+    async with engine.connect() as connection:
+        stored = (
+            await connection.execute(
+                text("SELECT created_at, read_at, data, in_app, read FROM notifications "
+                     "WHERE id = :id"),
+                {"id": created["id"]},
+            )
+        ).one()  # fmt: skip
+        user = (
+            await connection.execute(
+                text("SELECT created_at, updated_at FROM users WHERE id = 'forms'")
+            )
+        ).one()
+        typed = Notification.__table__.c
+        stamp = UTCDateTime().dialect_impl(connection.dialect).bind_processor(connection.dialect)
+        as_json = typed.data.type.dialect_impl(connection.dialect).bind_processor(
+            connection.dialect
+        )
+    if engine.dialect.name == "sqlite":
+        assert stamp is not None and as_json is not None
+        form = stamp(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
+        # read_at was written through the ORM (typed): created_at has the same form
+        assert len(stored.created_at) == len(stored.read_at) == len(form)
+        assert stored.created_at[10] == stored.read_at[10] == form[10]
+        assert len(user.created_at) == len(user.updated_at) == len(form)
+        assert stored.data == as_json(data)
+        assert (stored.in_app, stored.read) == (1, 1)
+    [listed] = (await server.request("GET", "/api/v1/notifications", sub="forms"))[1][
+        "notifications"
+    ]
+    assert listed["data"] == data
+    assert listed["created_at"] == created["created_at"]
