@@ -48,6 +48,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     p.add_argument("--server-cpus", default="0", help="taskset list for the server ('' = none)")
     p.add_argument("--load-cpus", default="1", help="taskset list for the agents ('' = none)")
     p.add_argument("--db-cpus", default="", help="taskset list for PostgreSQL ('' = none)")
+    p.add_argument(
+        "--pg-fsync-off",
+        action="store_true",
+        help="PostgreSQL without fsync and synchronous_commit (default: durable, as production)",
+    )
     p.add_argument("--ping-interval", type=float, default=25.0)
     p.add_argument("--idle-seconds", type=float, default=None, help="default 2 ping intervals")
     p.add_argument("--fanout-repeat", type=int, default=3)
@@ -82,6 +87,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
         server_cpus=args.server_cpus or None,
         load_cpus=args.load_cpus or None,
         db_cpus=args.db_cpus or None,
+        pg_fsync_off=args.pg_fsync_off,
         ping_interval=args.ping_interval,
         idle_seconds=args.idle_seconds,
         fanout_repeat=args.fanout_repeat,

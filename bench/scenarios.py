@@ -35,6 +35,7 @@ class Options:
     server_cpus: str | None = "0"
     load_cpus: str | None = "1"
     db_cpus: str | None = None
+    pg_fsync_off: bool = False  # True: PostgreSQL without fsync/synchronous_commit
     ping_interval: float = 25.0
     idle_seconds: float | None = None  # default: two ping intervals
     fanout_repeat: int = 3
@@ -76,7 +77,7 @@ class Env:
         if self.opts.database_url:
             return None
         if self.postgres is None:
-            self.postgres = Postgres.start(self.opts.db_cpus)
+            self.postgres = Postgres.start(self.opts.db_cpus, durable=not self.opts.pg_fsync_off)
         return self.postgres
 
     def close(self) -> None:
