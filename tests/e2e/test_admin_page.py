@@ -4,8 +4,12 @@ notification's timeline opens, stale sessions are cleaned after a confirm; other
 
 from __future__ import annotations
 
+import base64
+import hmac
+import json
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -126,6 +130,31 @@ async def test_a_token_without_the_admin_scope_is_refused_with_a_clear_message(
     await tab.page.get_by_role("button", name="Sign in as admin").click()
     await expect(tab.page.locator("#dashboard")).to_be_visible()
     await expect(tab.page.locator("#who")).to_have_text("ops")
+    tab.assert_no_script_errors()
+    await tab.page.context.close()
+
+
+async def test_the_signed_in_operator_is_named_right_even_with_non_ascii_in_the_token(
+    browser: Browser, server: RunningServer
+) -> None:
+    """The page reads the token's `sub` as UTF-8 (the shared auth.js reader), not as Latin-1:
+    issuers that write raw UTF-8 in the payload (JavaScript's JSON.stringify does) are common."""
+    now = int(time.time())
+    claims = {"sub": "Zoë Ops 管理", "scope": SCOPE_ADMIN, "iat": now, "exp": now + 600}
+    payload = json.dumps(claims, ensure_ascii=False).encode()
+    segments = [
+        base64.urlsafe_b64encode(part).rstrip(b"=")
+        for part in (b'{"alg":"HS256","typ":"JWT"}', payload)
+    ]
+    signing_input = b".".join(segments)
+    assert server.settings.jwt_secret is not None
+    secret = server.settings.jwt_secret.get().encode()
+    signature = base64.urlsafe_b64encode(hmac.digest(secret, signing_input, "sha256"))
+    token = (signing_input + b"." + signature.rstrip(b"=")).decode()
+    tab = await open_admin(browser, server)
+    await paste_token(tab, token)
+    await expect(tab.page.locator("#dashboard")).to_be_visible()
+    await expect(tab.page.locator("#who")).to_have_text("Zoë Ops 管理")
     tab.assert_no_script_errors()
     await tab.page.context.close()
 
