@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any, TypeVar
 
 from sqlalchemy import String, any_, bindparam, event
 from sqlalchemy import exc as sa_exc
@@ -120,6 +122,56 @@ def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         dbapi_connection.await_(raw.execute("SELECT 1"))
     except Exception as exc:
         raise sa_exc.DisconnectionError(f"pre-ping failed: {exc!r}") from exc
+
+
+Result = TypeVar("Result")
+
+
+async def direct(engine: AsyncEngine, work: Callable[[Any], Awaitable[Result]]) -> Result:
+    """Run `work(connection)` in one transaction on a pooled asyncpg connection (PostgreSQL),
+    without SQLAlchemy on each statement: the publish hot path (about 60 µs a statement against
+    145 µs through a session).
+
+    A connection found dead before the commit started (the database restarted since it was
+    last used) is invalidated and the work runs once more on another; a failure during the
+    commit is not retried (it may have committed). Errors stay the driver's, which
+    `is_unavailable` classifies."""
+    for attempt in (1, 2):
+        committing = clean = False
+        async with engine.connect() as connection:
+            try:
+                raw = (await connection.get_raw_connection()).driver_connection
+                assert raw is not None
+                transaction = raw.transaction()
+                await transaction.start()
+                try:
+                    result = await work(raw)
+                except BaseException:
+                    clean = await _rolled_back(raw, transaction)
+                    raise
+                committing = True
+                await transaction.commit()
+                clean = True
+                return result
+            except BaseException as exc:
+                if not clean:  # dead, or in an unknown state: it must not go back to the pool
+                    with suppress(Exception):
+                        await connection.invalidate()
+                if attempt == 1 and not committing and isinstance(exc, Exception):
+                    if is_unavailable(exc):
+                        continue
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _rolled_back(raw: Any, transaction: Any) -> bool:
+    if raw.is_closed():
+        return False
+    try:
+        await transaction.rollback()
+    except Exception:
+        return False
+    return True
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

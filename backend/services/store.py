@@ -8,9 +8,10 @@ order, which durable recovery relies on.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -18,7 +19,7 @@ from sqlalchemy import Table, insert, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..codec import OrjsonModule
+from ..codec import OrjsonModule, loads_stored
 from ..errors import Invalid
 from ..models import Notification, TopicSubscription, User, utcnow
 from ..schemas import NotificationCreate, Preferences, RenderedEmail
@@ -206,17 +207,7 @@ async def insert_rows(
     fill in their ids."""
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
-        params: dict[str, Any] = {
-            name: [getattr(request, name) for request in requests] for name in SHARED
-        }
-        params["data"] = [OrjsonModule.dumps(request.data) for request in requests]
-        params["publisher"] = list(publishers)
-        params["publisher_kind"] = list(kinds)
-        params["user_id"] = [row.user_id for row in rows]
-        params["seq"] = [row.seq for row in rows]
-        params["in_app"] = [row.in_app for row in rows]
-        params["request"] = request_of
-        params["now"] = now
+        params = _pg_insert_params(requests, rows, request_of, now, publishers, kinds)
         result = await connection.execute(PG_INSERT, params)
         row_ids, user_ids, seqs = result.one()
         ids = dict(zip(zip(user_ids, seqs, strict=True), row_ids, strict=True))
@@ -238,6 +229,29 @@ async def insert_rows(
         row.id = ids[(row.user_id, row.seq)]
 
 
+def _pg_insert_params(
+    requests: Sequence[NotificationCreate],
+    rows: list[StoredNotification],
+    request_of: list[int],
+    now: datetime,
+    publishers: Sequence[str | None],
+    kinds: Sequence[str | None],
+) -> dict[str, Any]:
+    """PG_INSERT's parameters (the session's path and the direct one send the same)."""
+    params: dict[str, Any] = {
+        name: [getattr(request, name) for request in requests] for name in SHARED
+    }
+    params["data"] = [OrjsonModule.dumps(request.data) for request in requests]
+    params["publisher"] = list(publishers)
+    params["publisher_kind"] = list(kinds)
+    params["user_id"] = [row.user_id for row in rows]
+    params["seq"] = [row.seq for row in rows]
+    params["in_app"] = [row.in_app for row in rows]
+    params["request"] = request_of
+    params["now"] = now
+    return params
+
+
 async def store(
     session: AsyncSession,
     requests: Sequence[NotificationCreate],
@@ -252,14 +266,32 @@ async def store(
     rows per request and each recipient's unread count after them. More than `max_recipients`
     in all (topics resolved) is `Invalid`, before anything is written."""
     audiences = [await recipients(session, request) for request in requests]
+    wanted = _wanted(audiences, max_recipients)
+    if not wanted:
+        return [[] for _ in requests], {}
+    prefs = await preference_service.load_many(session, wanted)
+    in_app, unread = _in_app(requests, audiences, prefs)
+    allocated = await allocate(session, wanted, unread)
+    rows, request_of, now = _rows(requests, audiences, in_app, publishers, kinds, allocated)
+    await insert_rows(session, requests, rows, request_of, now, publishers, kinds)
+    emails = {uid: recipient.email for uid, recipient in allocated.items()}
+    await after_insert(session, rows, prefs, emails)
+    return _grouped(rows, audiences), {uid: r.unread for uid, r in allocated.items()}
+
+
+def _wanted(audiences: list[list[str]], max_recipients: int | None) -> Counter[str]:
     total = sum(len(audience) for audience in audiences)
     if max_recipients is not None and total > max_recipients:
         message = f"{total} recipients in all; the limit is {max_recipients}"
         raise Invalid(message, details=[{"loc": ["items"], "msg": message, "type": "too_long"}])
-    wanted = Counter(uid for audience in audiences for uid in audience)
-    if not wanted:
-        return [[] for _ in requests], {}
-    prefs = await preference_service.load_many(session, wanted)
+    return Counter(uid for audience in audiences for uid in audience)
+
+
+def _in_app(
+    requests: Sequence[NotificationCreate],
+    audiences: list[list[str]],
+    prefs: dict[str, Preferences],
+) -> tuple[list[list[bool]], Counter[str]]:
     in_app = [
         [preference_service.in_app_enabled(prefs[uid], request.type) for uid in audience]
         for request, audience in zip(requests, audiences, strict=True)
@@ -270,7 +302,17 @@ async def store(
         for uid, visible in zip(audience, shown, strict=True)
         if visible
     )
-    allocated = await allocate(session, wanted, unread)
+    return in_app, unread
+
+
+def _rows(
+    requests: Sequence[NotificationCreate],
+    audiences: list[list[str]],
+    in_app: list[list[bool]],
+    publishers: Sequence[str | None],
+    kinds: Sequence[str | None],
+    allocated: dict[str, Recipient],
+) -> tuple[list[StoredNotification], list[int], datetime]:
     next_seq = {uid: recipient.first_seq for uid, recipient in allocated.items()}
     now = utcnow()
     rows: list[StoredNotification] = []
@@ -301,12 +343,178 @@ async def store(
                 )
             )
             next_seq[uid] += 1
-    await insert_rows(session, requests, rows, request_of, now, publishers, kinds)
-    emails = {uid: recipient.email for uid, recipient in allocated.items()}
-    await after_insert(session, rows, prefs, emails)
+    return rows, request_of, now
+
+
+def _grouped(
+    rows: list[StoredNotification], audiences: list[list[str]]
+) -> list[list[StoredNotification]]:
     grouped: list[list[StoredNotification]] = []
     start = 0
     for audience in audiences:
         grouped.append(rows[start : start + len(audience)])
         start += len(audience)
-    return grouped, {uid: recipient.unread for uid, recipient in allocated.items()}
+    return grouped
+
+
+# -- PostgreSQL without SQLAlchemy per statement (db.direct): positional statements --
+
+
+def _positional(statement: Any) -> tuple[str, tuple[str, ...]]:
+    """A `text()` statement's SQL with `:name` parameters as asyncpg's `$n`, and the names in
+    order (none of these statements has a `::` cast or a colon in a literal)."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return re.sub(r"(?<![:\w]):(\w+)", number, str(statement.text)), tuple(names)
+
+
+DIRECT_TOPIC = "SELECT user_id FROM topic_subscriptions WHERE topic = $1 ORDER BY user_id"
+PREFERENCE_FIELDS = (
+    "email_notifications", "in_app_notifications", "digest_frequency", "type_settings",
+    "timezone", "digest_hour",
+)  # fmt: skip
+# The preferences read and the allocate upsert in one round trip: PG_ALLOCATE's upsert (the
+# same row locks, in id order) returning each user's preferences beside its seqs. The unread
+# counts need the preferences, so they are added by the insert (DIRECT_INSERT), under the row
+# locks this statement took.
+DIRECT_ALLOCATE = """
+    WITH p AS (
+        SELECT user_id, email_notifications, in_app_notifications, digest_frequency,
+               type_settings, timezone, digest_hour
+        FROM notification_preferences WHERE user_id = ANY($2::TEXT[])
+    ), a AS (
+        INSERT INTO users (id, last_seq, unread_count, created_at, updated_at)
+        SELECT r.id, r.wanted, 0, $1::TIMESTAMPTZ, $1::TIMESTAMPTZ
+        FROM unnest($2::TEXT[], $3::BIGINT[]) AS r(id, wanted)
+        ORDER BY r.id
+        ON CONFLICT (id) DO UPDATE
+            SET last_seq = users.last_seq + excluded.last_seq,
+                updated_at = excluded.updated_at
+        RETURNING id, last_seq, unread_count, email
+    )
+    SELECT a.id, a.last_seq, a.unread_count, a.email, p.user_id IS NOT NULL AS has_preferences,
+           p.email_notifications, p.in_app_notifications, p.digest_frequency, p.type_settings,
+           p.timezone, p.digest_hour
+    FROM a LEFT JOIN p ON p.user_id = a.id
+"""
+
+
+def _direct_insert() -> str:
+    """PG_INSERT, which also adds each user's new unread rows to its count (the users whose
+    count grows, `:unread_ids`, with `:unread`) and returns the counts after."""
+    head, tail = str(PG_INSERT.text).rsplit("SELECT array_agg(id)", 1)
+    assert tail.strip() == ", array_agg(user_id), array_agg(seq) FROM inserted", tail
+    return (
+        head.rstrip()
+        + """, counted AS (
+        UPDATE users SET unread_count = users.unread_count + d.n
+        FROM unnest(CAST(:unread_ids AS TEXT[]), CAST(:unread AS BIGINT[])) AS d(id, n)
+        WHERE users.id = d.id
+        RETURNING users.id, users.unread_count
+    )
+    SELECT i.ids, i.users, i.seqs, c.ids, c.counts
+    FROM (SELECT array_agg(id) AS ids, array_agg(user_id) AS users, array_agg(seq) AS seqs
+          FROM inserted) AS i,
+         (SELECT array_agg(id) AS ids, array_agg(unread_count) AS counts FROM counted) AS c
+    """
+    )
+
+
+EMAIL_COLUMNS = (
+    "user_id", "notification_id", "kind", "recipient", "subject", "status", "attempts",
+    "next_attempt_at", "payload", "created_at", "updated_at",
+)  # fmt: skip
+DIRECT_EMAILS = (
+    f"INSERT INTO email_logs ({', '.join(EMAIL_COLUMNS)}) VALUES "
+    "($1, $2, $3, $4, $5, $6, $7, $8, CAST($9 AS JSON), $10, $11)"
+)
+
+DIRECT_INSERT, DIRECT_INSERT_NAMES = _positional(text(_direct_insert()))
+
+EmailValues = Callable[
+    [Sequence[StoredNotification], dict[str, Preferences], dict[str, str | None]],
+    list[dict[str, Any]],
+]
+
+
+@dataclass(slots=True)
+class _PreferenceRow:
+    email_notifications: bool
+    in_app_notifications: bool
+    digest_frequency: str
+    type_settings: Any
+    timezone: str
+    digest_hour: int
+
+
+async def store_direct(
+    connection: Any,
+    requests: Sequence[NotificationCreate],
+    email_values: EmailValues,
+    publishers: Sequence[str | None],
+    kinds: Sequence[str | None],
+    *,
+    max_recipients: int | None = None,
+) -> tuple[list[list[StoredNotification]], dict[str, int]]:
+    """`store` on an asyncpg connection inside a transaction (PostgreSQL's publish hot path):
+    the same rows, counts and locks, without SQLAlchemy on each statement, and one round trip
+    fewer (the preferences come back from the allocate upsert; the unread counts are added by
+    the insert)."""
+    audiences: list[list[str]] = []
+    for request in requests:
+        if request.topic is None:
+            audiences.append(list(dict.fromkeys(request.user_ids or ())))
+        else:
+            found = await connection.fetch(DIRECT_TOPIC, request.topic)
+            audiences.append([record[0] for record in found])
+    wanted = _wanted(audiences, max_recipients)
+    if not wanted:
+        return [[] for _ in requests], {}
+    ids = sorted(wanted)
+    found = await connection.fetch(DIRECT_ALLOCATE, utcnow(), ids, [wanted[uid] for uid in ids])
+    default = Preferences()  # shared by the users without a row: read it, never change it
+    prefs: dict[str, Preferences] = {}
+    for record in found:
+        if record["has_preferences"]:
+            values = {name: record[name] for name in PREFERENCE_FIELDS}
+            if isinstance(values["type_settings"], str | bytes):
+                values["type_settings"] = loads_stored(values["type_settings"])
+            prefs[record["id"]] = preference_service.to_preferences(_PreferenceRow(**values))
+        else:
+            prefs[record["id"]] = default
+    in_app, unread = _in_app(requests, audiences, prefs)
+    allocated = {
+        record["id"]: Recipient(
+            record["last_seq"] - wanted[record["id"]] + 1, record["unread_count"], record["email"]
+        )
+        for record in found
+    }
+    rows, request_of, now = _rows(requests, audiences, in_app, publishers, kinds, allocated)
+    params = _pg_insert_params(requests, rows, request_of, now, publishers, kinds)
+    params["unread_ids"] = sorted(unread)
+    params["unread"] = [unread[uid] for uid in params["unread_ids"]]
+    record = await connection.fetchrow(DIRECT_INSERT, *(params[n] for n in DIRECT_INSERT_NAMES))
+    keys = dict(zip(zip(record[1], record[2], strict=True), record[0], strict=True))
+    for row in rows:
+        row.id = keys[(row.user_id, row.seq)]
+    for uid, count in zip(record[3] or (), record[4] or (), strict=True):
+        allocated[uid] = replace(allocated[uid], unread=count)
+    emails = {uid: recipient.email for uid, recipient in allocated.items()}
+    queued = email_values(rows, prefs, emails)
+    if queued:
+        await connection.executemany(
+            DIRECT_EMAILS,
+            [
+                tuple(
+                    OrjsonModule.dumps(value[name]) if name == "payload" else value[name]
+                    for name in EMAIL_COLUMNS
+                )
+                for value in queued
+            ],
+        )
+    return _grouped(rows, audiences), {uid: r.unread for uid, r in allocated.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from backend import keys
@@ -16,6 +17,7 @@ from backend import keys
 from ..conftest import RunningServer
 
 RECIPIENTS = 1000
+ONCE = ("typeinfo_tree", "'jit'")  # asyncpg's introspection when it first prepares a statement
 
 
 async def test_a_publish_to_a_thousand_users_sends_a_handful_of_statements(
@@ -40,3 +42,55 @@ async def test_a_publish_to_a_thousand_users_sends_a_handful_of_statements(
     listed = await server.request("GET", "/api/v1/notifications", sub="many-7")
     assert listed[1]["notifications"][-1]["id"] == stored[7]["id"]
     assert len(statements) <= 2 * 8, statements[:20]
+
+
+async def test_a_targeted_publish_on_postgresql_is_two_statements_between_begin_and_commit(
+    server: RunningServer,
+) -> None:
+    """The hot path (asyncpg directly): the preferences come back from the allocate upsert and
+    the unread counts go with the insert, so a publish is BEGIN, two statements, COMMIT; and the
+    unread count it answers is still the per-type one (a muted type is stored, not counted)."""
+    engine = server.app[keys.ENGINE]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the direct path is PostgreSQL's")
+    status, _ = await server.request(
+        "PUT",
+        "/api/v1/preferences",
+        sub="quiet",
+        json={"type_settings": {"muted": {"in_app": False}}},
+    )
+    assert status == 200
+    checkouts: list[list[str]] = []
+    loggers: dict[int, Any] = {}
+
+    def checkout(dbapi_connection: Any, *_args: Any) -> None:
+        queries: list[str] = []
+        checkouts.append(queries)
+        loggers[id(dbapi_connection)] = lambda query: queries.append(query.query)
+        dbapi_connection.driver_connection.add_query_logger(loggers[id(dbapi_connection)])
+
+    def checkin(dbapi_connection: Any, *_args: Any) -> None:
+        logger = loggers.pop(id(dbapi_connection), None)
+        if logger is not None:
+            dbapi_connection.driver_connection.remove_query_logger(logger)
+
+    event.listen(engine.sync_engine, "checkout", checkout)
+    event.listen(engine.sync_engine, "checkin", checkin)
+    try:
+        await server.publish(["quiet", "loud"], type="muted")
+        await server.publish(["quiet", "loud"], type="news")
+    finally:
+        event.remove(engine.sync_engine, "checkout", checkout)
+        event.remove(engine.sync_engine, "checkin", checkin)
+    # asyncpg's type introspection runs once per statement on each new connection, not per publish
+    statements = [
+        [query.split()[0] for query in queries if not any(mark in query for mark in ONCE)]
+        for queries in checkouts
+    ]
+    publishes = [shape for shape in statements if "WITH" in shape]
+    assert publishes == [["BEGIN;", "WITH", "WITH", "COMMIT;"]] * 2, statements
+    counts = {
+        user: (await server.request("GET", "/api/v1/notifications/unread-count", sub=user))[1]
+        for user in ("quiet", "loud")
+    }
+    assert counts == {"quiet": {"count": 1}, "loud": {"count": 2}}
