@@ -8,10 +8,9 @@ order, which durable recovery relies on.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -360,69 +359,65 @@ def _grouped(
 # -- PostgreSQL without SQLAlchemy per statement (db.direct): positional statements --
 
 
-def _positional(statement: Any) -> tuple[str, tuple[str, ...]]:
-    """A `text()` statement's SQL with `:name` parameters as asyncpg's `$n`, and the names in
-    order (none of these statements has a `::` cast or a colon in a literal)."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    return re.sub(r"(?<![:\w]):(\w+)", number, str(statement.text)), tuple(names)
-
-
 DIRECT_TOPIC = "SELECT user_id FROM topic_subscriptions WHERE topic = $1 ORDER BY user_id"
 PREFERENCE_FIELDS = (
     "email_notifications", "in_app_notifications", "digest_frequency", "type_settings",
     "timezone", "digest_hour",
 )  # fmt: skip
-# The preferences read and the allocate upsert in one round trip: PG_ALLOCATE's upsert (the
-# same row locks, in id order) returning each user's preferences beside its seqs. The unread
-# counts need the preferences, so they are added by the insert (DIRECT_INSERT), under the row
-# locks this statement took.
-DIRECT_ALLOCATE = """
-    WITH p AS (
+# The whole publish in one statement (one round trip between BEGIN and COMMIT): the
+# preferences read, whether each row is shown in-app (`preferences.in_app_enabled` in SQL: a
+# per-type setting wins over the global switch; checked against Python's on every row), the
+# users upsert that reserves seqs and adds the unread counts (PG_ALLOCATE's, taking the row
+# locks in id order), and the insert (PG_INSERT's, a user's seqs in input order). Rows come
+# back with their user's counts, address and preferences.
+DIRECT_PUBLISH = """
+    WITH r AS (
+        SELECT user_id, request, n
+        FROM unnest($2::TEXT[], $3::BIGINT[]) WITH ORDINALITY AS r(user_id, request, n)
+    ), q AS (
+        SELECT *
+        FROM unnest($4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[],
+                    $10::TEXT[], $11::TEXT[]) WITH ORDINALITY
+             AS q(type, title, body, icon, action_url, data, publisher, publisher_kind, request)
+    ), p AS (
         SELECT user_id, email_notifications, in_app_notifications, digest_frequency,
                type_settings, timezone, digest_hour
         FROM notification_preferences WHERE user_id = ANY($2::TEXT[])
+    ), v AS (
+        SELECT r.n, r.user_id, r.request,
+               COALESCE(CAST(CAST(p.type_settings AS JSONB) -> q.type ->> 'in_app' AS BOOLEAN),
+                        p.in_app_notifications, TRUE) AS in_app,
+               row_number() OVER (PARTITION BY r.user_id ORDER BY r.n) AS k
+        FROM r JOIN q ON q.request = r.request LEFT JOIN p ON p.user_id = r.user_id
+    ), c AS (
+        SELECT user_id, count(*) AS wanted, count(*) FILTER (WHERE in_app) AS unread
+        FROM v GROUP BY user_id
     ), a AS (
         INSERT INTO users (id, last_seq, unread_count, created_at, updated_at)
-        SELECT r.id, r.wanted, 0, $1::TIMESTAMPTZ, $1::TIMESTAMPTZ
-        FROM unnest($2::TEXT[], $3::BIGINT[]) AS r(id, wanted)
-        ORDER BY r.id
+        SELECT user_id, wanted, unread, $1::TIMESTAMPTZ, $1::TIMESTAMPTZ FROM c ORDER BY user_id
         ON CONFLICT (id) DO UPDATE
             SET last_seq = users.last_seq + excluded.last_seq,
+                unread_count = users.unread_count + excluded.unread_count,
                 updated_at = excluded.updated_at
         RETURNING id, last_seq, unread_count, email
+    ), i AS (
+        INSERT INTO notifications
+            (user_id, seq, type, title, body, icon, action_url, data, in_app, publisher,
+             publisher_kind, read, created_at, updated_at)
+        SELECT v.user_id, a.last_seq - c.wanted + v.k, q.type, q.title, q.body, q.icon,
+               q.action_url, CAST(q.data AS JSON), v.in_app, q.publisher, q.publisher_kind,
+               false, $1::TIMESTAMPTZ, $1::TIMESTAMPTZ
+        FROM v JOIN q ON q.request = v.request JOIN a ON a.id = v.user_id
+             JOIN c ON c.user_id = v.user_id
+        ORDER BY v.n
+        RETURNING id, user_id, seq, in_app
     )
-    SELECT a.id, a.last_seq, a.unread_count, a.email, p.user_id IS NOT NULL AS has_preferences,
-           p.email_notifications, p.in_app_notifications, p.digest_frequency, p.type_settings,
-           p.timezone, p.digest_hour
-    FROM a LEFT JOIN p ON p.user_id = a.id
+    SELECT i.id, i.user_id, i.seq, i.in_app, a.last_seq, a.unread_count, a.email,
+           p.user_id IS NOT NULL AS has_preferences, p.email_notifications,
+           p.in_app_notifications, p.digest_frequency, p.type_settings, p.timezone,
+           p.digest_hour
+    FROM i JOIN a ON a.id = i.user_id LEFT JOIN p ON p.user_id = i.user_id
 """
-
-
-def _direct_insert() -> str:
-    """PG_INSERT, which also adds each user's new unread rows to its count (the users whose
-    count grows, `:unread_ids`, with `:unread`) and returns the counts after."""
-    head, tail = str(PG_INSERT.text).rsplit("SELECT array_agg(id)", 1)
-    assert tail.strip() == ", array_agg(user_id), array_agg(seq) FROM inserted", tail
-    return (
-        head.rstrip()
-        + """, counted AS (
-        UPDATE users SET unread_count = users.unread_count + d.n
-        FROM unnest(CAST(:unread_ids AS TEXT[]), CAST(:unread AS BIGINT[])) AS d(id, n)
-        WHERE users.id = d.id
-        RETURNING users.id, users.unread_count
-    )
-    SELECT i.ids, i.users, i.seqs, c.ids, c.counts
-    FROM (SELECT array_agg(id) AS ids, array_agg(user_id) AS users, array_agg(seq) AS seqs
-          FROM inserted) AS i,
-         (SELECT array_agg(id) AS ids, array_agg(unread_count) AS counts FROM counted) AS c
-    """
-    )
 
 
 EMAIL_COLUMNS = (
@@ -433,8 +428,6 @@ DIRECT_EMAILS = (
     f"INSERT INTO email_logs ({', '.join(EMAIL_COLUMNS)}) VALUES "
     "($1, $2, $3, $4, $5, $6, $7, $8, CAST($9 AS JSON), $10, $11)"
 )
-
-DIRECT_INSERT, DIRECT_INSERT_NAMES = _positional(text(_direct_insert()))
 
 EmailValues = Callable[
     [Sequence[StoredNotification], dict[str, Preferences], dict[str, str | None]],
@@ -475,35 +468,47 @@ async def store_direct(
     wanted = _wanted(audiences, max_recipients)
     if not wanted:
         return [[] for _ in requests], {}
-    ids = sorted(wanted)
-    found = await connection.fetch(DIRECT_ALLOCATE, utcnow(), ids, [wanted[uid] for uid in ids])
+    user_ids = [uid for audience in audiences for uid in audience]
+    request_of = [n for n, audience in enumerate(audiences, start=1) for _ in audience]
+    now = utcnow()
+    found = await connection.fetch(
+        DIRECT_PUBLISH,
+        now,
+        user_ids,
+        request_of,
+        *([getattr(request, name) for request in requests] for name in SHARED),
+        [OrjsonModule.dumps(request.data) for request in requests],
+        list(publishers),
+        list(kinds),
+    )
     default = Preferences()  # shared by the users without a row: read it, never change it
     prefs: dict[str, Preferences] = {}
+    allocated: dict[str, Recipient] = {}
+    stored: dict[tuple[str, int], tuple[int, bool]] = {}
     for record in found:
+        uid = record["user_id"]
+        stored[(uid, record["seq"])] = (record["id"], record["in_app"])
+        if uid in allocated:
+            continue
+        allocated[uid] = Recipient(
+            record["last_seq"] - wanted[uid] + 1, record["unread_count"], record["email"]
+        )
         if record["has_preferences"]:
             values = {name: record[name] for name in PREFERENCE_FIELDS}
             if isinstance(values["type_settings"], str | bytes):
                 values["type_settings"] = loads_stored(values["type_settings"])
-            prefs[record["id"]] = preference_service.to_preferences(_PreferenceRow(**values))
+            prefs[uid] = preference_service.to_preferences(_PreferenceRow(**values))
         else:
-            prefs[record["id"]] = default
-    in_app, unread = _in_app(requests, audiences, prefs)
-    allocated = {
-        record["id"]: Recipient(
-            record["last_seq"] - wanted[record["id"]] + 1, record["unread_count"], record["email"]
-        )
-        for record in found
-    }
-    rows, request_of, now = _rows(requests, audiences, in_app, publishers, kinds, allocated)
-    params = _pg_insert_params(requests, rows, request_of, now, publishers, kinds)
-    params["unread_ids"] = sorted(unread)
-    params["unread"] = [unread[uid] for uid in params["unread_ids"]]
-    record = await connection.fetchrow(DIRECT_INSERT, *(params[n] for n in DIRECT_INSERT_NAMES))
-    keys = dict(zip(zip(record[1], record[2], strict=True), record[0], strict=True))
+            prefs[uid] = default
+    in_app, _unread = _in_app(requests, audiences, prefs)
+    rows, _request_of, _now = _rows(requests, audiences, in_app, publishers, kinds, allocated)
+    if len(stored) != len(rows):
+        raise RuntimeError(f"publish stored {len(stored)} rows for {len(rows)}")
     for row in rows:
-        row.id = keys[(row.user_id, row.seq)]
-    for uid, count in zip(record[3] or (), record[4] or (), strict=True):
-        allocated[uid] = replace(allocated[uid], unread=count)
+        row.id, shown = stored[(row.user_id, row.seq)]
+        if shown != row.in_app:  # SQL's in_app_enabled must be Python's: never store a guess
+            raise RuntimeError(f"in_app of {row.user_id} for {row.type!r}: {shown} in SQL")
+        row.created_at = now
     emails = {uid: recipient.email for uid, recipient in allocated.items()}
     queued = email_values(rows, prefs, emails)
     if queued:

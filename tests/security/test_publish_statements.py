@@ -44,12 +44,13 @@ async def test_a_publish_to_a_thousand_users_sends_a_handful_of_statements(
     assert len(statements) <= 2 * 8, statements[:20]
 
 
-async def test_a_targeted_publish_on_postgresql_is_two_statements_between_begin_and_commit(
+async def test_a_targeted_publish_on_postgresql_is_one_statement_between_begin_and_commit(
     server: RunningServer,
 ) -> None:
-    """The hot path (asyncpg directly): the preferences come back from the allocate upsert and
-    the unread counts go with the insert, so a publish is BEGIN, two statements, COMMIT; and the
-    unread count it answers is still the per-type one (a muted type is stored, not counted)."""
+    """The hot path (asyncpg directly): the preferences read, the seqs and unread counts and the
+    insert are one statement, so a publish is BEGIN, one statement, COMMIT (no ping); and the
+    unread count it answers is still the per-type one (a muted type is stored, not counted; a
+    type shown in-app counts for a user who hides the others)."""
     engine = server.app[keys.ENGINE]
     if engine.dialect.name != "postgresql":
         pytest.skip("the direct path is PostgreSQL's")
@@ -58,6 +59,13 @@ async def test_a_targeted_publish_on_postgresql_is_two_statements_between_begin_
         "/api/v1/preferences",
         sub="quiet",
         json={"type_settings": {"muted": {"in_app": False}}},
+    )
+    assert status == 200
+    status, _ = await server.request(
+        "PUT",
+        "/api/v1/preferences",
+        sub="picky",
+        json={"in_app_notifications": False, "type_settings": {"news": {"in_app": True}}},
     )
     assert status == 200
     checkouts: list[list[str]] = []
@@ -77,8 +85,8 @@ async def test_a_targeted_publish_on_postgresql_is_two_statements_between_begin_
     event.listen(engine.sync_engine, "checkout", checkout)
     event.listen(engine.sync_engine, "checkin", checkin)
     try:
-        await server.publish(["quiet", "loud"], type="muted")
-        await server.publish(["quiet", "loud"], type="news")
+        await server.publish(["quiet", "loud", "picky"], type="muted")
+        await server.publish(["quiet", "loud", "picky"], type="news")
     finally:
         event.remove(engine.sync_engine, "checkout", checkout)
         event.remove(engine.sync_engine, "checkin", checkin)
@@ -88,9 +96,9 @@ async def test_a_targeted_publish_on_postgresql_is_two_statements_between_begin_
         for queries in checkouts
     ]
     publishes = [shape for shape in statements if "WITH" in shape]
-    assert publishes == [["BEGIN;", "WITH", "WITH", "COMMIT;"]] * 2, statements
+    assert publishes == [["BEGIN;", "WITH", "COMMIT;"]] * 2, statements
     counts = {
         user: (await server.request("GET", "/api/v1/notifications/unread-count", sub=user))[1]
-        for user in ("quiet", "loud")
+        for user in ("quiet", "loud", "picky")
     }
-    assert counts == {"quiet": {"count": 1}, "loud": {"count": 2}}
+    assert counts == {"quiet": {"count": 1}, "loud": {"count": 2}, "picky": {"count": 1}}
