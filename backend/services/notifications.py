@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -99,6 +99,15 @@ class _Stored:
 # What `store_in` gives back: the stored notifications (`.created.notifications`, the wire
 # form, ids included) and what to emit once the transaction committed.
 Pending = _Stored
+
+
+async def _stored_in(
+    stored: Awaitable[tuple[list[list[store.StoredNotification]], dict[str, int]] | None],
+) -> tuple[list[list[store.StoredNotification]], dict[str, int]]:
+    """`store_direct` in a transaction, which always stores."""
+    result = await stored
+    assert result is not None
+    return result
 
 
 def _stored(rows: Sequence[store.StoredNotification], counts: dict[str, int]) -> _Stored:
@@ -267,8 +276,14 @@ class NotificationService:
         if self._direct is not None:  # PostgreSQL: the hot path without a session
             grouped, counts = await direct(
                 self._direct,
-                lambda connection: store.store_direct(
-                    connection, requests, emails.immediate_values, publishers, kinds
+                lambda connection: _stored_in(
+                    store.store_direct(
+                        connection, requests, emails.immediate_values, publishers, kinds
+                    )
+                ),
+                # one statement, no transaction, unless a recipient has an email address
+                alone=lambda connection: store.store_direct(
+                    connection, requests, emails.immediate_values, publishers, kinds, alone=True
                 ),
             )
         else:

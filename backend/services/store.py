@@ -369,7 +369,10 @@ PREFERENCE_FIELDS = (
 # per-type setting wins over the global switch; checked against Python's on every row), the
 # users upsert that reserves seqs and adds the unread counts (PG_ALLOCATE's, taking the row
 # locks in id order), and the insert (PG_INSERT's, a user's seqs in input order). Rows come
-# back with their user's counts, address and preferences.
+# back with their user's counts, address and preferences. With $12 (no transaction around
+# it: the statement is its own) it stores nothing when a recipient has an email address on
+# record, since a queued email must commit with its notification: no rows back, and the caller
+# runs it again inside a transaction.
 DIRECT_PUBLISH = """
     WITH r AS (
         SELECT user_id, request, n
@@ -392,9 +395,14 @@ DIRECT_PUBLISH = """
     ), c AS (
         SELECT user_id, count(*) AS wanted, count(*) FILTER (WHERE in_app) AS unread
         FROM v GROUP BY user_id
+    ), g AS (
+        SELECT NOT ($12::BOOLEAN AND EXISTS (
+            SELECT 1 FROM users WHERE id = ANY($2::TEXT[]) AND email IS NOT NULL
+        )) AS go
     ), a AS (
         INSERT INTO users (id, last_seq, unread_count, created_at, updated_at)
-        SELECT user_id, wanted, unread, $1::TIMESTAMPTZ, $1::TIMESTAMPTZ FROM c ORDER BY user_id
+        SELECT user_id, wanted, unread, $1::TIMESTAMPTZ, $1::TIMESTAMPTZ
+        FROM c CROSS JOIN g WHERE g.go ORDER BY user_id
         ON CONFLICT (id) DO UPDATE
             SET last_seq = users.last_seq + excluded.last_seq,
                 unread_count = users.unread_count + excluded.unread_count,
@@ -453,11 +461,12 @@ async def store_direct(
     kinds: Sequence[str | None],
     *,
     max_recipients: int | None = None,
-) -> tuple[list[list[StoredNotification]], dict[str, int]]:
+    alone: bool = False,
+) -> tuple[list[list[StoredNotification]], dict[str, int]] | None:
     """`store` on an asyncpg connection inside a transaction (PostgreSQL's publish hot path):
-    the same rows, counts and locks, without SQLAlchemy on each statement, and one round trip
-    fewer (the preferences come back from the allocate upsert; the unread counts are added by
-    the insert)."""
+    the same rows, counts and locks, without SQLAlchemy on each statement, in one statement
+    (DIRECT_PUBLISH). `alone`: the connection is not in a transaction and the statement commits
+    by itself, unless a recipient has an email address (then nothing is stored: None)."""
     audiences: list[list[str]] = []
     for request in requests:
         if request.topic is None:
@@ -480,7 +489,10 @@ async def store_direct(
         [OrjsonModule.dumps(request.data) for request in requests],
         list(publishers),
         list(kinds),
+        alone,
     )
+    if alone and not found:
+        return None  # a recipient has an email address: run it again in a transaction
     default = Preferences()  # shared by the users without a row: read it, never change it
     prefs: dict[str, Preferences] = {}
     allocated: dict[str, Recipient] = {}
