@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..codec import OrjsonModule
 from ..db import is_unavailable
 from ..errors import NotFound
 from ..models import Activity, Notification, utcnow
@@ -59,6 +60,39 @@ async def record(session: AsyncSession, steps: list[dict[str, Any]]) -> None:
     """Insert steps inside the caller's transaction, in one statement (nothing when empty)."""
     if steps:
         await session.execute(insert(Activity), steps)
+
+
+# PostgreSQL: the writer's batch as one statement of arrays (the ORM's multi-row insert sends a
+# bind and execute per row through asyncpg's executemany: ~30 µs a step, a sixth of a targeted
+# publish's CPU at 5,000/s).
+PG_RECORD = text(
+    """
+    INSERT INTO activity (notification_id, user_id, type, kind, at, detail)
+    SELECT s.notification_id, s.user_id, s.type, s.kind, s.at, CAST(s.detail AS JSON)
+    FROM unnest(CAST(:notification_id AS BIGINT[]), CAST(:user_id AS TEXT[]),
+                CAST(:type AS TEXT[]), CAST(:kind AS TEXT[]), CAST(:at AS TIMESTAMPTZ[]),
+                CAST(:detail AS TEXT[])) AS s(notification_id, user_id, type, kind, at, detail)
+    """
+)
+
+
+async def record_batch(session: AsyncSession, steps: list[dict[str, Any]]) -> None:
+    """`record` for many steps: on PostgreSQL one statement whatever their number."""
+    if not steps:
+        return
+    connection = await session.connection()
+    if connection.dialect.name != "postgresql":
+        await record(session, steps)
+        return
+    params: dict[str, Any] = {
+        name: [row[name] for row in steps] for name in ("notification_id", "user_id", "type")
+    }
+    params["kind"] = [row["kind"] for row in steps]
+    params["at"] = [row["at"] for row in steps]
+    params["detail"] = [
+        None if row["detail"] is None else OrjsonModule.dumps(row["detail"]) for row in steps
+    ]
+    await connection.execute(PG_RECORD, params)
 
 
 class PushLog:
@@ -111,7 +145,7 @@ class PushLog:
             batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
             try:
                 async with self._sessionmaker.begin() as session:
-                    await record(session, batch)
+                    await record_batch(session, batch)
             except Exception as exc:
                 # Steps of notifications deleted meanwhile (the foreign key) or an outage: the
                 # batch is lost and counted, never retried forever.
