@@ -112,7 +112,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         max_notifications=settings.recovery_max_notifications,
     )
     push_log = app[keys.PUSH_LOG] = PushLog(
-        sessionmaker=sessionmaker, max_queued=settings.activity_queue_max
+        sessionmaker=sessionmaker,
+        max_queued=settings.activity_queue_max,
+        linger=settings.activity_flush_seconds,
     )
     connections = app[keys.CONNECTIONS]
 

@@ -131,6 +131,8 @@ class Settings:
     receipt_max_seqs: int = 100
     # `pushed` activity steps waiting to be written; past it they are dropped and counted
     activity_queue_max: int = 10000
+    # how long the first queued `pushed` step waits for others to share its insert
+    activity_flush_seconds: float = 0.1
     # Server-Sent Events (GET /api/v1/notifications/stream)
     sse_heartbeat_seconds: float = 30.0
     sse_max_streams_per_user: int = 3
@@ -324,6 +326,7 @@ _FLOAT_SETTINGS = {
     "RETENTION_BATCH_PAUSE_SECONDS": "retention_batch_pause_seconds",
     "RETENTION_INTERVAL_SECONDS": "retention_interval_seconds",
     "API_KEY_TOUCH_SECONDS": "api_key_touch_seconds",
+    "ACTIVITY_FLUSH_SECONDS": "activity_flush_seconds",
 }
 _BOOL_SETTINGS = {
     "AUTO_MIGRATE": "auto_migrate",

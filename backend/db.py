@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 from sqlalchemy import String, any_, bindparam, event
 from sqlalchemy import exc as sa_exc
@@ -29,8 +33,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     sa_exc.TimeoutError,
     sa_exc.DisconnectionError,
 )
+_BROKEN: tuple[type[BaseException], ...] = ()
 try:
     import asyncpg
+
+    _BROKEN = (asyncpg.InternalClientError,)
 
     # SQLAlchemy wraps these as a bare DBAPIError: starting up or shutting down (57P01-57P03,
     # "the database system is shutting down"), a connection lost (class 08), too many clients
@@ -95,14 +102,113 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # made without the parameters, chose a scan of all of a table's rows for a list of
         # users (the unread counts of every publish: 14 ms instead of 1 ms). Plan each run.
         connect_args["server_settings"] = {"plan_cache_mode": "force_custom_plan"}
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=10,
         max_overflow=10,
-        pool_pre_ping=True,
         connect_args=connect_args,
         json_deserializer=codec.loads_stored,
     )
+    event.listen(engine.sync_engine.pool, "checkout", _ping)
+    return engine
+
+
+def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """The pool's pre-ping, in one round trip: `SELECT 1` on the checked-out connection.
+
+    SQLAlchemy's own (`pool_pre_ping`) sends BEGIN, the query and ROLLBACK on asyncpg: three
+    round trips before every transaction (~9% of a targeted publish's server CPU). Any failure
+    (dead after a PostgreSQL restart, or left mid-operation) discards this connection and the
+    pool checks out another (`DisconnectionError`, up to three times), so nothing was sent."""
+    raw = getattr(dbapi_connection, "driver_connection", None)
+    if raw is None or not hasattr(raw, "execute"):  # pragma: no cover - asyncpg only
+        return
+    if _BEGIN_PINGS.get():  # db.direct: its BEGIN is the ping (retried on another connection)
+        if raw.is_closed():
+            raise sa_exc.DisconnectionError("closed")
+        return
+    try:
+        dbapi_connection.await_(raw.execute("SELECT 1"))
+    except Exception as exc:
+        raise sa_exc.DisconnectionError(f"pre-ping failed: {exc!r}") from exc
+
+
+Result = TypeVar("Result")
+# Set by `direct` around its checkout: the pool's ping is skipped (a closed connection is still
+# replaced), since `direct` retries a transaction whose BEGIN failed on another connection.
+_BEGIN_PINGS: ContextVar[bool] = ContextVar("begin_pings", default=False)
+# BEGIN on a connection that died unseen (a PostgreSQL restart) fails: nothing was sent, so
+# another connection is tried, up to this many in all (the pool's pre-ping tries three).
+DIRECT_ATTEMPTS = 3
+
+
+async def direct(engine: AsyncEngine, work: Callable[[Any], Awaitable[Result]]) -> Result:
+    """Run `work(connection)` in one transaction on a pooled asyncpg connection (PostgreSQL),
+    without SQLAlchemy on each statement: the publish hot path (about 60 µs a statement against
+    145 µs through a session).
+
+    The pool does not ping the connection first (a round trip, ~5% of a targeted publish's
+    CPU): BEGIN does. A connection whose BEGIN fails (dead since the database restarted, or in
+    a bad state) is invalidated and another is tried, up to DIRECT_ATTEMPTS in all; one that
+    dies under the work is invalidated and the work runs once more on another; a failure during
+    the commit is not retried (it may have committed). Errors stay the driver's, which
+    `is_unavailable` classifies.
+
+    A publish is not sent outside a transaction (as one statement committing by itself, two
+    round trips fewer) because its queued emails must commit with it, and which recipients have
+    an address is known only once the statement ran."""
+    for attempt in range(1, DIRECT_ATTEMPTS + 1):
+        began = committing = clean = False
+        token = _BEGIN_PINGS.set(True)
+        try:
+            connection = await engine.connect()
+        finally:
+            _BEGIN_PINGS.reset(token)
+        try:
+            raw = (await connection.get_raw_connection()).driver_connection
+            assert raw is not None
+            transaction = raw.transaction()
+            await transaction.start()
+            began = True
+            try:
+                result = await work(raw)
+            except BaseException:
+                clean = await _rolled_back(raw, transaction)
+                raise
+            committing = True
+            await transaction.commit()
+            clean = True
+            return result
+        except BaseException as exc:
+            if not clean:  # dead, or in an unknown state: it must not go back to the pool
+                with suppress(Exception):
+                    await connection.invalidate()
+            if attempt < DIRECT_ATTEMPTS and not committing and isinstance(exc, Exception):
+                # Nothing can have been committed: BEGIN failed (the ping), or the connection
+                # died under the work (the transaction died with it).
+                if not began or (attempt == 1 and _connection_broke(exc)):
+                    continue
+            raise
+        finally:
+            await asyncio.shield(connection.close())
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _connection_broke(exc: BaseException) -> bool:
+    """The database went away, or the driver's connection is in a state it cannot use: asyncpg
+    raises InternalClientError ("another operation is in progress") for a query sent after the
+    server's FATAL (shutting down) arrived but before it closed the socket."""
+    return is_unavailable(exc) or isinstance(exc, _BROKEN)
+
+
+async def _rolled_back(raw: Any, transaction: Any) -> bool:
+    if raw.is_closed():
+        return False
+    try:
+        await transaction.rollback()
+    except Exception:
+        return False
+    return True
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -87,6 +87,10 @@ def test_a_configured_secret_turns_dev_mode_off(tmp_path: Path) -> None:
             {"JWT_SECRET": "x" * 40, "ACTIVITY_QUEUE_MAX": "0"},
             "ACTIVITY_QUEUE_MAX must be at least 1, got 0",
         ),
+        (
+            {"JWT_SECRET": "x" * 40, "ACTIVITY_FLUSH_SECONDS": "0"},
+            "ACTIVITY_FLUSH_SECONDS must be positive",
+        ),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_reason(

@@ -95,9 +95,15 @@ class PushLog:
     """
 
     def __init__(
-        self, *, sessionmaker: async_sessionmaker[AsyncSession], max_queued: int, batch: int = 500
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        max_queued: int,
+        batch: int = 500,
+        linger: float = 0.0,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._linger = linger
         self._queue: deque[dict[str, Any]] = deque()
         self._max = max_queued
         self._batch = batch
@@ -105,6 +111,7 @@ class PushLog:
         self._writing = asyncio.Lock()  # one writer; a flush waits for the batch in flight
         self.dropped = 0
         self.written = 0
+        self.batches = 0  # transactions that wrote steps
 
     def pushed(self, notification: dict[str, Any], user_id: str, sessions: int, via: str) -> None:
         if len(self._queue) >= self._max:
@@ -141,13 +148,19 @@ class PushLog:
                     log.exception("activity: %d pushed steps could not be written", len(batch))
                 continue
             written += len(batch)
+            self.batches += 1
         self.written += written
         return written
 
     async def run(self) -> None:
-        """Drain until cancelled; steps that arrive during a write make the next batch."""
+        """Drain until cancelled. The first step queued waits `linger` seconds (unless a batch
+        is full) for others to share its transaction: at 1,000 pushes/s, one insert per ~100
+        steps instead of one per push or two; steps that arrive during a write make the next
+        batch."""
         while True:
             await self._ready.wait()
+            if self._linger > 0 and len(self._queue) < self._batch:
+                await asyncio.sleep(self._linger)
             self._ready.clear()
             await self.flush()
 

@@ -34,9 +34,22 @@ async def queue_immediate(
     Runs inside the creating transaction: the notification and its email commit together.
     `emails` are the recipients' addresses on record, read with their row locks.
     """
+    values = immediate_values(rows, prefs, emails)
+    if values:
+        await session.execute(insert(EmailLog), values)
+    return len(values)
+
+
+def immediate_values(
+    rows: Sequence[StoredNotification],
+    prefs: dict[str, Preferences],
+    emails: dict[str, str | None],
+) -> list[dict[str, Any]]:
+    """The email_logs rows `queue_immediate` inserts (also inserted by the store's direct
+    PostgreSQL path, which has no session)."""
     wanted = [row for row in rows if email_frequency(prefs[row.user_id], row.type) == "immediate"]
     if not wanted:
-        return 0
+        return []
     without = sorted({row.user_id for row in wanted if not emails.get(row.user_id)})
     if without:
         shown = ", ".join(without[:5]) + (" ..." if len(without) > 5 else "")
@@ -74,9 +87,7 @@ async def queue_immediate(
                 "updated_at": row.created_at,
             }
         )
-    if values:
-        await session.execute(insert(EmailLog), values)
-    return len(values)
+    return values
 
 
 def log_json(row: EmailLog) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import BindParameter
 
 from .. import codec
 from ..codec import SENDABLE_DEPTH
-from ..db import dialect_insert
+from ..db import dialect_insert, direct
 from ..errors import Conflict, DomainError, InProgress, Invalid, NotFound
 from ..metrics import Metrics
 from ..models import IdempotencyKey, Notification, User, utcnow
@@ -195,6 +195,15 @@ class NotificationService:
         self._notifier = notifier
         self._metrics = metrics or Metrics()
         self._templates = templates
+        # PostgreSQL through asyncpg: group-committed publishes skip the session (db.direct).
+        bind = sessionmaker.kw.get("bind")
+        self._direct: AsyncEngine | None = (
+            bind
+            if isinstance(bind, AsyncEngine)
+            and bind.dialect.name == "postgresql"
+            and bind.dialect.driver == "asyncpg"
+            else None
+        )
         self.created_total = 0  # read by /metrics
         # Batches in flight lock their users in id order, so they cannot deadlock, and a user's
         # seqs still follow commit order (a later batch waits on the earlier one's row lock).
@@ -268,10 +277,18 @@ class NotificationService:
         publishers = [publisher for publisher, _, _ in items]
         kinds = [kind for _, kind, _ in items]
         requests = [request for _, _, request in items]
-        async with self._sessionmaker.begin() as session:
-            grouped, counts = await store.store(
-                session, requests, self._after_insert, publishers, kinds
+        if self._direct is not None:  # PostgreSQL: the hot path without a session
+            grouped, counts = await direct(
+                self._direct,
+                lambda connection: store.store_direct(
+                    connection, requests, emails.immediate_values, publishers, kinds
+                ),
             )
+        else:
+            async with self._sessionmaker.begin() as session:
+                grouped, counts = await store.store(
+                    session, requests, self._after_insert, publishers, kinds
+                )
         return [_stored(rows, counts) for rows in grouped]
 
     async def _create_idempotent(

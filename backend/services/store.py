@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import TableClause
 
-from ..codec import OrjsonModule
+from ..codec import OrjsonModule, loads_stored
 from ..errors import Invalid
 from ..models import Notification, TopicSubscription, User, UTCDateTime, utcnow
 from ..schemas import NotificationCreate, Preferences, RenderedEmail
@@ -236,17 +236,7 @@ async def insert_rows(
     fill in their ids."""
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
-        params: dict[str, Any] = {
-            name: [getattr(request, name) for request in requests] for name in SHARED
-        }
-        params["data"] = [OrjsonModule.dumps(request.data) for request in requests]
-        params["publisher"] = list(publishers)
-        params["publisher_kind"] = list(kinds)
-        params["user_id"] = [row.user_id for row in rows]
-        params["seq"] = [row.seq for row in rows]
-        params["in_app"] = [row.in_app for row in rows]
-        params["request"] = request_of
-        params["now"] = now
+        params = _pg_insert_params(requests, rows, request_of, now, publishers, kinds)
         result = await connection.execute(PG_INSERT, params)
         row_ids, user_ids, seqs = result.one()
         ids = dict(zip(zip(user_ids, seqs, strict=True), row_ids, strict=True))
@@ -272,6 +262,29 @@ async def insert_rows(
         row.id = ids[(row.user_id, row.seq)]
 
 
+def _pg_insert_params(
+    requests: Sequence[NotificationCreate],
+    rows: list[StoredNotification],
+    request_of: list[int],
+    now: datetime,
+    publishers: Sequence[str | None],
+    kinds: Sequence[str | None],
+) -> dict[str, Any]:
+    """PG_INSERT's parameters (the session's path and the direct one send the same)."""
+    params: dict[str, Any] = {
+        name: [getattr(request, name) for request in requests] for name in SHARED
+    }
+    params["data"] = [OrjsonModule.dumps(request.data) for request in requests]
+    params["publisher"] = list(publishers)
+    params["publisher_kind"] = list(kinds)
+    params["user_id"] = [row.user_id for row in rows]
+    params["seq"] = [row.seq for row in rows]
+    params["in_app"] = [row.in_app for row in rows]
+    params["request"] = request_of
+    params["now"] = now
+    return params
+
+
 async def store(
     session: AsyncSession,
     requests: Sequence[NotificationCreate],
@@ -286,14 +299,32 @@ async def store(
     rows per request and each recipient's unread count after them. More than `max_recipients`
     in all (topics resolved) is `Invalid`, before anything is written."""
     audiences = [await recipients(session, request) for request in requests]
+    wanted = _wanted(audiences, max_recipients)
+    if not wanted:
+        return [[] for _ in requests], {}
+    prefs = await preference_service.load_many(session, wanted)
+    in_app, unread = _in_app(requests, audiences, prefs)
+    allocated = await allocate(session, wanted, unread)
+    rows, request_of, now = _rows(requests, audiences, in_app, publishers, kinds, allocated)
+    await insert_rows(session, requests, rows, request_of, now, publishers, kinds)
+    emails = {uid: recipient.email for uid, recipient in allocated.items()}
+    await after_insert(session, rows, prefs, emails)
+    return _grouped(rows, audiences), {uid: r.unread for uid, r in allocated.items()}
+
+
+def _wanted(audiences: list[list[str]], max_recipients: int | None) -> Counter[str]:
     total = sum(len(audience) for audience in audiences)
     if max_recipients is not None and total > max_recipients:
         message = f"{total} recipients in all; the limit is {max_recipients}"
         raise Invalid(message, details=[{"loc": ["items"], "msg": message, "type": "too_long"}])
-    wanted = Counter(uid for audience in audiences for uid in audience)
-    if not wanted:
-        return [[] for _ in requests], {}
-    prefs = await preference_service.load_many(session, wanted)
+    return Counter(uid for audience in audiences for uid in audience)
+
+
+def _in_app(
+    requests: Sequence[NotificationCreate],
+    audiences: list[list[str]],
+    prefs: dict[str, Preferences],
+) -> tuple[list[list[bool]], Counter[str]]:
     in_app = [
         [preference_service.in_app_enabled(prefs[uid], request.type) for uid in audience]
         for request, audience in zip(requests, audiences, strict=True)
@@ -304,7 +335,17 @@ async def store(
         for uid, visible in zip(audience, shown, strict=True)
         if visible
     )
-    allocated = await allocate(session, wanted, unread)
+    return in_app, unread
+
+
+def _rows(
+    requests: Sequence[NotificationCreate],
+    audiences: list[list[str]],
+    in_app: list[list[bool]],
+    publishers: Sequence[str | None],
+    kinds: Sequence[str | None],
+    allocated: dict[str, Recipient],
+) -> tuple[list[StoredNotification], list[int], datetime]:
     next_seq = {uid: recipient.first_seq for uid, recipient in allocated.items()}
     now = utcnow()
     rows: list[StoredNotification] = []
@@ -327,12 +368,184 @@ async def store(
                 )
             )  # fmt: skip
             next_seq[uid] += 1
-    await insert_rows(session, requests, rows, request_of, now, publishers, kinds)
-    emails = {uid: recipient.email for uid, recipient in allocated.items()}
-    await after_insert(session, rows, prefs, emails)
+    return rows, request_of, now
+
+
+def _grouped(
+    rows: list[StoredNotification], audiences: list[list[str]]
+) -> list[list[StoredNotification]]:
     grouped: list[list[StoredNotification]] = []
     start = 0
     for audience in audiences:
         grouped.append(rows[start : start + len(audience)])
         start += len(audience)
-    return grouped, {uid: recipient.unread for uid, recipient in allocated.items()}
+    return grouped
+
+
+# -- PostgreSQL without SQLAlchemy per statement (db.direct): positional statements --
+
+
+DIRECT_TOPIC = "SELECT user_id FROM topic_subscriptions WHERE topic = $1 ORDER BY user_id"
+PREFERENCE_FIELDS = (
+    "email_notifications", "in_app_notifications", "digest_frequency", "type_settings",
+    "timezone", "digest_hour",
+)  # fmt: skip
+# The whole publish in one statement (one round trip between BEGIN and COMMIT): the
+# preferences read, whether each row is shown in-app (`preferences.in_app_enabled` in SQL: a
+# per-type setting wins over the global switch; checked against Python's on every row), the
+# users upsert that reserves seqs and adds the unread counts (PG_ALLOCATE's, taking the row
+# locks in id order), and the insert (PG_INSERT's, a user's seqs in input order). Rows come
+# back with their user's counts, address and preferences.
+DIRECT_PUBLISH = """
+    WITH r AS (
+        SELECT user_id, request, n
+        FROM unnest($2::TEXT[], $3::BIGINT[]) WITH ORDINALITY AS r(user_id, request, n)
+    ), q AS (
+        SELECT *
+        FROM unnest($4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[],
+                    $10::TEXT[], $11::TEXT[]) WITH ORDINALITY
+             AS q(type, title, body, icon, action_url, data, publisher, publisher_kind, request)
+    ), p AS (
+        SELECT user_id, email_notifications, in_app_notifications, digest_frequency,
+               type_settings, timezone, digest_hour
+        FROM notification_preferences WHERE user_id = ANY($2::TEXT[])
+    ), v AS (
+        SELECT r.n, r.user_id, r.request,
+               COALESCE(CAST(CAST(p.type_settings AS JSONB) -> q.type ->> 'in_app' AS BOOLEAN),
+                        p.in_app_notifications, TRUE) AS in_app,
+               row_number() OVER (PARTITION BY r.user_id ORDER BY r.n) AS k
+        FROM r JOIN q ON q.request = r.request LEFT JOIN p ON p.user_id = r.user_id
+    ), c AS (
+        SELECT user_id, count(*) AS wanted, count(*) FILTER (WHERE in_app) AS unread
+        FROM v GROUP BY user_id
+    ), a AS (
+        INSERT INTO users (id, last_seq, unread_count, created_at, updated_at)
+        SELECT user_id, wanted, unread, $1::TIMESTAMPTZ, $1::TIMESTAMPTZ
+        FROM c ORDER BY user_id
+        ON CONFLICT (id) DO UPDATE
+            SET last_seq = users.last_seq + excluded.last_seq,
+                unread_count = users.unread_count + excluded.unread_count,
+                updated_at = excluded.updated_at
+        RETURNING id, last_seq, unread_count, email
+    ), i AS (
+        INSERT INTO notifications
+            (user_id, seq, type, title, body, icon, action_url, data, in_app, publisher,
+             publisher_kind, read, created_at, updated_at)
+        SELECT v.user_id, a.last_seq - c.wanted + v.k, q.type, q.title, q.body, q.icon,
+               q.action_url, CAST(q.data AS JSON), v.in_app, q.publisher, q.publisher_kind,
+               false, $1::TIMESTAMPTZ, $1::TIMESTAMPTZ
+        FROM v JOIN q ON q.request = v.request JOIN a ON a.id = v.user_id
+             JOIN c ON c.user_id = v.user_id
+        ORDER BY v.n
+        RETURNING id, user_id, seq, in_app
+    )
+    SELECT i.id, i.user_id, i.seq, i.in_app, a.last_seq, a.unread_count, a.email,
+           p.user_id IS NOT NULL AS has_preferences, p.email_notifications,
+           p.in_app_notifications, p.digest_frequency, p.type_settings, p.timezone,
+           p.digest_hour
+    FROM i JOIN a ON a.id = i.user_id LEFT JOIN p ON p.user_id = i.user_id
+"""
+
+
+EMAIL_COLUMNS = (
+    "user_id", "notification_id", "kind", "recipient", "subject", "status", "attempts",
+    "next_attempt_at", "payload", "created_at", "updated_at",
+)  # fmt: skip
+DIRECT_EMAILS = (
+    f"INSERT INTO email_logs ({', '.join(EMAIL_COLUMNS)}) VALUES "
+    "($1, $2, $3, $4, $5, $6, $7, $8, CAST($9 AS JSON), $10, $11)"
+)
+
+EmailValues = Callable[
+    [Sequence[StoredNotification], dict[str, Preferences], dict[str, str | None]],
+    list[dict[str, Any]],
+]
+
+
+@dataclass(slots=True)
+class _PreferenceRow:
+    email_notifications: bool
+    in_app_notifications: bool
+    digest_frequency: str
+    type_settings: Any
+    timezone: str
+    digest_hour: int
+
+
+async def store_direct(
+    connection: Any,
+    requests: Sequence[NotificationCreate],
+    email_values: EmailValues,
+    publishers: Sequence[str | None],
+    kinds: Sequence[str | None],
+    *,
+    max_recipients: int | None = None,
+) -> tuple[list[list[StoredNotification]], dict[str, int]]:
+    """`store` on an asyncpg connection inside a transaction (PostgreSQL's publish hot path):
+    the same rows, counts and locks, without SQLAlchemy on each statement, in one statement
+    (DIRECT_PUBLISH)."""
+    audiences: list[list[str]] = []
+    for request in requests:
+        if request.topic is None:
+            audiences.append(list(dict.fromkeys(request.user_ids or ())))
+        else:
+            found = await connection.fetch(DIRECT_TOPIC, request.topic)
+            audiences.append([record[0] for record in found])
+    wanted = _wanted(audiences, max_recipients)
+    if not wanted:
+        return [[] for _ in requests], {}
+    user_ids = [uid for audience in audiences for uid in audience]
+    request_of = [n for n, audience in enumerate(audiences, start=1) for _ in audience]
+    now = utcnow()
+    found = await connection.fetch(
+        DIRECT_PUBLISH,
+        now,
+        user_ids,
+        request_of,
+        *([getattr(request, name) for request in requests] for name in SHARED),
+        [OrjsonModule.dumps(request.data) for request in requests],
+        list(publishers),
+        list(kinds),
+    )
+    default = Preferences()  # shared by the users without a row: read it, never change it
+    prefs: dict[str, Preferences] = {}
+    allocated: dict[str, Recipient] = {}
+    stored: dict[tuple[str, int], tuple[int, bool]] = {}
+    for record in found:
+        uid = record["user_id"]
+        stored[(uid, record["seq"])] = (record["id"], record["in_app"])
+        if uid in allocated:
+            continue
+        allocated[uid] = Recipient(
+            record["last_seq"] - wanted[uid] + 1, record["unread_count"], record["email"]
+        )
+        if record["has_preferences"]:
+            values = {name: record[name] for name in PREFERENCE_FIELDS}
+            if isinstance(values["type_settings"], str | bytes):
+                values["type_settings"] = loads_stored(values["type_settings"])
+            prefs[uid] = preference_service.to_preferences(_PreferenceRow(**values))
+        else:
+            prefs[uid] = default
+    in_app, _unread = _in_app(requests, audiences, prefs)
+    rows, _request_of, _now = _rows(requests, audiences, in_app, publishers, kinds, allocated)
+    if len(stored) != len(rows):
+        raise RuntimeError(f"publish stored {len(stored)} rows for {len(rows)}")
+    for row in rows:
+        row.id, shown = stored[(row.user_id, row.seq)]
+        if shown != row.in_app:  # SQL's in_app_enabled must be Python's: never store a guess
+            raise RuntimeError(f"in_app of {row.user_id} for {row.type!r}: {shown} in SQL")
+        row.created_at = now
+    emails = {uid: recipient.email for uid, recipient in allocated.items()}
+    queued = email_values(rows, prefs, emails)
+    if queued:
+        await connection.executemany(
+            DIRECT_EMAILS,
+            [
+                tuple(
+                    OrjsonModule.dumps(value[name]) if name == "payload" else value[name]
+                    for name in EMAIL_COLUMNS
+                )
+                for value in queued
+            ],
+        )
+    return _grouped(rows, audiences), {uid: r.unread for uid, r in allocated.items()}

@@ -200,3 +200,18 @@ async def test_pushed_steps_past_activity_queue_max_are_dropped_and_counted(
         "pushed",
         "pushed",
     ]
+
+
+async def test_pushed_steps_of_a_burst_share_a_few_inserts(make_server: Any) -> None:
+    server: RunningServer = await make_server(activity_flush_seconds=1.0)
+    phone = await server.connect("hal")
+    push_log = server.app[keys.PUSH_LOG]
+    await pushed_written(server)
+    written, batches = push_log.written, push_log.batches
+    for number in range(8):  # bounded, and under OUTBOUND_RATE_PER_SECOND: all are pushed
+        await server.publish(["hal"], title=f"n{number}")
+    await phone.wait_for("notification", 8)
+    await pushed_written(server)
+    assert push_log.written - written == 8
+    # One transaction per push without the wait (ACTIVITY_FLUSH_SECONDS); one or two with it.
+    assert push_log.batches - batches <= 3, push_log.batches - batches

@@ -10,14 +10,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import event, text
 
 from backend import keys
 from backend.models import Notification, UTCDateTime
 
 from ..conftest import RunningServer
+from ..email_helpers import register
 
 RECIPIENTS = 1000
+ONCE = ("typeinfo_tree", "'jit'")  # asyncpg's introspection when it first prepares a statement
 
 
 async def test_a_publish_to_a_thousand_users_sends_a_handful_of_statements(
@@ -86,3 +89,68 @@ async def test_a_publish_stores_the_same_column_forms_as_the_typed_columns(
     ]
     assert listed["data"] == data
     assert listed["created_at"] == created["created_at"]
+
+
+async def test_a_targeted_publish_on_postgresql_is_one_statement(
+    server: RunningServer,
+) -> None:
+    """The hot path (asyncpg directly): the preferences read, the seqs and unread counts and the
+    insert are one statement between BEGIN and COMMIT (no ping: BEGIN is one), with the queued
+    email of a recipient who has an address in the same transaction. The unread counts are
+    still the per-type ones (a muted type is stored, not counted; a type shown in-app counts
+    for a user who hides the others)."""
+    engine = server.app[keys.ENGINE]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the direct path is PostgreSQL's")
+    status, _ = await server.request(
+        "PUT",
+        "/api/v1/preferences",
+        sub="quiet",
+        json={"type_settings": {"muted": {"in_app": False}}},
+    )
+    assert status == 200
+    status, _ = await server.request(
+        "PUT",
+        "/api/v1/preferences",
+        sub="picky",
+        json={"in_app_notifications": False, "type_settings": {"news": {"in_app": True}}},
+    )
+    assert status == 200
+    checkouts: list[list[str]] = []
+    loggers: dict[int, Any] = {}
+
+    def checkout(dbapi_connection: Any, *_args: Any) -> None:
+        queries: list[str] = []
+        checkouts.append(queries)
+        loggers[id(dbapi_connection)] = lambda query: queries.append(query.query)
+        dbapi_connection.driver_connection.add_query_logger(loggers[id(dbapi_connection)])
+
+    def checkin(dbapi_connection: Any, *_args: Any) -> None:
+        logger = loggers.pop(id(dbapi_connection), None)
+        if logger is not None:
+            dbapi_connection.driver_connection.remove_query_logger(logger)
+
+    event.listen(engine.sync_engine, "checkout", checkout)
+    event.listen(engine.sync_engine, "checkin", checkin)
+    try:
+        await server.publish(["quiet", "loud", "picky"], type="muted")
+        await server.publish(["quiet", "loud", "picky"], type="news")
+        await register(server, "mailed", "mailed@example.com")
+        await server.publish(["quiet", "mailed"], type="news")
+    finally:
+        event.remove(engine.sync_engine, "checkout", checkout)
+        event.remove(engine.sync_engine, "checkin", checkin)
+    # asyncpg's type introspection runs once per statement on each new connection, not per publish
+    statements = [
+        [query.split()[0] for query in queries if not any(mark in query for mark in ONCE)]
+        for queries in checkouts
+    ]
+    publishes = [shape for shape in statements if "WITH" in shape]
+    alone = ["BEGIN;", "WITH", "COMMIT;"]
+    mailed = ["BEGIN;", "WITH", "INSERT", "COMMIT;"]  # INSERT: the queued email
+    assert publishes == [alone, alone, mailed], statements
+    counts = {
+        user: (await server.request("GET", "/api/v1/notifications/unread-count", sub=user))[1]
+        for user in ("quiet", "loud", "picky")
+    }
+    assert counts == {"quiet": {"count": 2}, "loud": {"count": 2}, "picky": {"count": 1}}
