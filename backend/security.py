@@ -18,6 +18,7 @@ from .email.schemas import EMAIL_ADDRESS
 
 SCOPE_PUBLISH = "notifications:publish"
 SCOPE_ADMIN = "notifications:admin"
+EMPTY: frozenset[str] = frozenset()
 
 
 class AuthError(Exception):
@@ -281,14 +282,17 @@ def _claims(payload: dict[str, Any]) -> TokenClaims:
     name = payload.get("name")
     if name is not None and (not isinstance(name, str) or len(name) > 255 or "\x00" in name):
         raise AuthError("invalid token: name must be a string of at most 255 characters")
+    # An empty set is the one shared EMPTY (a subscriber's token has neither): each new empty
+    # frozenset is 216 bytes, held by every session and the verified-token cache.
+    topic_set = (
+        frozenset(t for t in topics if isinstance(t, str)) if isinstance(topics, list) else None
+    )
     return TokenClaims(
         sub=sub,
-        scopes=frozenset(scopes),
+        scopes=frozenset(scopes) if scopes else EMPTY,
         email=email,
         name=name,
-        topics=frozenset(t for t in topics if isinstance(t, str))
-        if isinstance(topics, list)
-        else frozenset(),
+        topics=topic_set or EMPTY,
         exp=int(payload["exp"]),
     )
 
