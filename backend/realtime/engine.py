@@ -10,8 +10,10 @@ state fields (connected, upgraded, closing, closed, last_ping, queue), and:
 - reads with no timeout of their own: one timer per session, the ping's, also watches the pong
   (a client silent for a ping interval and timeout is closed, as Node's socket.io does), where a
   timeout per read cost a timer handle per session and per packet;
-- writes from one task that awaits its queue directly; the reader, when it ends, queues None to
-  stop it, as python-engineio does;
+- writes from one task started when something is queued and ending when the queue is empty
+  (a held socket that is written directly, `fast.write_now`, has no writer task waiting: a task,
+  its frame and its future, about 1.1 KB a socket); the reader, when it ends, queues None, after
+  which the writer closes the websocket, as python-engineio's does;
 - schedules each ping with `loop.call_later`, and writes it straight to the transport when nothing
   is queued ahead of it (`fast.write_now`).
 
@@ -29,7 +31,7 @@ from typing import Any
 from engineio import exceptions, packet, payload
 from engineio.async_socket import AsyncSocket
 
-from .fast import text_frame, write_now
+from .fast import WriterQueue, text_frame, write_now
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,11 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     lean = False  # True once this session's websocket runs the loops below
     malformed = 0  # malformed packets so far (guard.ProtocolGuard)
     ping_timer: asyncio.TimerHandle | None = None
+    # The writer on demand (a WriterQueue): running while something is queued; `written_out`
+    # once it has taken the None that ends it and closed the websocket.
+    writer: asyncio.Task[None] | None = None
+    written_out = False
+    lean_ws: Any = None
 
     # -- pings: one timer handle per session, not a task per ping -----------------------------
 
@@ -165,7 +172,17 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         self.upgraded = True
         self.lean = True
         server = self.server
-        writer = asyncio.get_running_loop().create_task(self._write_loop(ws))
+        queue = self.queue
+        on_demand = isinstance(queue, WriterQueue)
+        writer: asyncio.Task[None] | None = None
+        if on_demand:
+            self.lean_ws = ws
+            queue.writer_waiting = True  # no writer: nothing is being written
+            queue.on_put = self._start_writer
+            if queue.qsize():  # the OPEN packet, queued before the upgrade
+                self._start_writer()
+        else:  # an asyncio.Queue (websocket compression on): one writer for the socket's life
+            writer = asyncio.get_running_loop().create_task(self._write_loop(ws))
         limit = server.max_http_buffer_size
         while True:
             try:
@@ -189,8 +206,45 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             if self.closed:
                 break  # closed by a guard or the server: stop reading what the client sends
         self.queue.put_nowait(None)  # the writer ends after what is queued before it
-        await writer
+        if on_demand:
+            writer = self.writer
+        if writer is not None:
+            await writer
         await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+    def _start_writer(self) -> None:
+        if self.writer is None and not self.written_out:
+            queue = self.queue
+            queue.writer_waiting = False
+            self.writer = asyncio.get_running_loop().create_task(self._write_queued(queue))
+
+    async def _write_queued(self, queue: WriterQueue) -> None:
+        """Write what is queued, then end (and let the next put start another); after a None,
+        close the websocket and write nothing more."""
+        ws = self.lean_ws
+        done = False
+        try:
+            while queue.qsize():
+                pkt = queue.get_nowait()
+                queue.task_done()
+                if pkt is None:
+                    done = True
+                    break
+                await ws.send(pkt.encode())
+        except Exception:
+            done = True  # a transport that failed: the reader sees it closed too
+        finally:
+            self.writer = None
+            if done:
+                self.written_out = True
+                queue.on_put = None
+            else:
+                queue.writer_waiting = True
+        if done:
+            try:
+                await ws.close()
+            except Exception:
+                pass
 
     async def _write_loop(self, ws: Any) -> None:
         queue = self.queue

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp.web import WebSocketResponse
@@ -33,7 +34,7 @@ class WriterQueue:
     someone waits.
     """
 
-    __slots__ = ("_finished", "_getters", "_items", "_unfinished", "writer_waiting")
+    __slots__ = ("_finished", "_getters", "_items", "_unfinished", "on_put", "writer_waiting")
 
     def __init__(self, maxsize: int = 0) -> None:
         del maxsize  # python-engineio's queues are unbounded
@@ -41,7 +42,10 @@ class WriterQueue:
         self._getters: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
         self._finished: asyncio.Event | None = None
+        # True while nothing is being written (no writer, or one awaiting an empty queue).
         self.writer_waiting = False
+        # Called on every put: a writer started on demand (engine.LeanSocket) instead of waiting.
+        self.on_put: Callable[[], None] | None = None
 
     def qsize(self) -> int:
         return len(self._items) if self._items else 0
@@ -56,6 +60,8 @@ class WriterQueue:
         items.append(item)
         self._unfinished += 1
         self._wake_one()
+        if self.on_put is not None:
+            self.on_put()
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)

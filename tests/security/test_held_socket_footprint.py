@@ -1,0 +1,51 @@
+"""What a held websocket costs at rest: no writer task waiting on its queue (a task, its frame and
+its future each); one is started when something is queued and ends when the queue is empty."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engineio import packet
+
+from backend import keys
+
+from ..conftest import RunningServer
+
+SESSIONS = 5
+
+
+async def settled_writers() -> list[asyncio.Task[object]]:
+    """The writer tasks left once what is queued has been written (bounded wait)."""
+    for _ in range(200):
+        if not writer_tasks():
+            break
+        await asyncio.sleep(0.02)
+    return writer_tasks()
+
+
+def writer_tasks() -> list[asyncio.Task[object]]:
+    names = ("LeanSocket._write_queued", "LeanSocket._write_loop")
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "") in names and not task.done()
+    ]
+
+
+async def test_a_held_websocket_has_no_writer_task_at_rest(server: RunningServer) -> None:
+    recorders = [await server.connect(f"rest-{i}") for i in range(SESSIONS)]
+    assert await settled_writers() == []
+    # Queued packets (not direct writes) get a writer, which ends once they are written.
+    sockets = list(server.app[keys.SIO].eio.sockets.values())
+    assert len(sockets) == SESSIONS
+    for sock in sockets:
+        for _ in range(3):
+            await sock.send(packet.Packet(packet.MESSAGE, '2["queued",1]'))
+    for recorder in recorders:
+        assert await recorder.wait_for("queued", count=3) == [1, 1, 1]
+    assert await settled_writers() == []
+    # A notification afterwards still arrives (written directly or through a new writer).
+    await server.publish([f"rest-{i}" for i in range(SESSIONS)], title="after rest")
+    for recorder in recorders:
+        [note] = await recorder.wait_for("notification")
+        assert note["title"] == "after rest"
