@@ -184,25 +184,30 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         else:  # an asyncio.Queue (websocket compression on): one writer for the socket's life
             writer = asyncio.get_running_loop().create_task(self._write_loop(ws))
         limit = server.max_http_buffer_size
+        # aiohttp's websocket, read directly: python-engineio's `ws.wait()` would be one more
+        # coroutine frame held for the socket's life.
+        sock = ws._sock
         while True:
             try:
-                data = await ws.wait()
+                data = (await sock.receive()).data
             except (asyncio.CancelledError, Exception):
                 break  # closed (by _pong_due too), refused frame, or the server going away
-            if data is None or len(data) > limit:
-                break
+            if not isinstance(data, str | bytes) or len(data) > limit:
+                break  # a close (its data is no text), or a frame over the limit
             try:
                 pkt = packet.Packet(encoded_packet=data)
             except Exception as exc:
                 if self.server.guard.malformed(self, f"Engine.IO: {type(exc).__name__}"):
                     break
                 continue
+            data = None  # not held while the socket waits for its next frame (a CONNECT's token)
             try:
                 await self.receive(pkt)
             except exceptions.SocketIsClosedError:
                 break
             except Exception:
                 log.exception("%s: error handling an inbound packet", self.sid)
+            pkt = None
             if self.closed:
                 break  # closed by a guard or the server: stop reading what the client sends
         self.queue.put_nowait(None)  # the writer ends after what is queued before it

@@ -49,3 +49,32 @@ async def test_a_held_websocket_has_no_writer_task_at_rest(server: RunningServer
     for recorder in recorders:
         [note] = await recorder.wait_for("notification")
         assert note["title"] == "after rest"
+
+
+def reader_frames() -> list[dict[str, object]]:
+    """The locals of every LeanSocket reader, found down each task's chain of awaits."""
+    found = []
+    for task in asyncio.all_tasks():
+        coro: object = task.get_coro()
+        for _ in range(50):
+            code = getattr(coro, "cr_code", None)
+            if code is None:
+                break
+            frame = getattr(coro, "cr_frame", None)
+            if code.co_qualname == "LeanSocket._websocket_handler" and frame is not None:
+                found.append(dict(frame.f_locals))
+            coro = getattr(coro, "cr_await", None)
+    return found
+
+
+async def test_a_held_websocket_keeps_no_copy_of_its_connect_packet(server: RunningServer) -> None:
+    """The CONNECT frame carries the token: the reader lets it go once handled."""
+    token = server.token("quiet")
+    await server.connect("quiet", auth={"token": token})
+    [frame] = reader_frames()
+    held = [
+        name
+        for name, value in frame.items()
+        if token in repr(value) or token in repr(getattr(value, "data", None))
+    ]
+    assert held == []
