@@ -78,3 +78,42 @@ async def test_a_held_websocket_keeps_no_copy_of_its_connect_packet(server: Runn
         if token in repr(value) or token in repr(getattr(value, "data", None))
     ]
     assert held == []
+
+
+def held_chain() -> list[str]:
+    """The coroutines awaited, outermost first, by the task that runs a held websocket."""
+    for task in asyncio.all_tasks():
+        chain, coro = [], task.get_coro()
+        for _ in range(50):
+            code = getattr(coro, "cr_code", None)
+            if code is None:
+                break
+            chain.append(code.co_qualname)
+            coro = getattr(coro, "cr_await", None)
+        if "LeanSocket._websocket_handler" in chain:
+            return chain
+    return []
+
+
+async def test_a_held_websocket_runs_under_no_frame_of_our_middlewares_or_guard(
+    server: RunningServer,
+) -> None:
+    """Each frame under a held socket is kept for its life: only aiohttp's, python-engineio's
+    and the session's own."""
+    await server.connect("deep")
+    chain = held_chain()
+    assert chain[-2:] == ["LeanSocket._websocket_handler", "WebSocketResponse.receive"]
+    ours = [name for name in chain if name.split(".")[0] in OUR_WRAPPERS]
+    assert ours == []
+    assert len(chain) <= MAX_HELD_FRAMES, chain
+
+
+# Our middlewares and the Engine.IO guard: nothing of theirs is needed once a socket is upgraded.
+OUR_WRAPPERS = {
+    "access_middleware",
+    "_access",
+    "error_middleware",
+    "body_deadline",
+    "GuardedEngine",
+}
+MAX_HELD_FRAMES = 10
