@@ -12,12 +12,13 @@ socket) the packet takes the ordinary queue.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp.web import WebSocketResponse
+from aiohttp.web import Request, WebSocketResponse
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 # Past this many bytes waiting in a socket's transport, frames queue (and the writer awaits drain).
@@ -120,6 +121,52 @@ class WriterQueue:
                 self._finished = asyncio.Event()
             self._finished.clear()
             await self._finished.wait()
+
+
+# Header name as sent -> its environ key: a new string for each request and header otherwise,
+# held by every session's environ. Bounded: names are the client's to choose.
+ENVIRON_KEYS_MAX = 512
+_environ_keys: dict[str, str] = {}
+
+
+def _environ_key(name: str) -> str:
+    key = _environ_keys.get(name)
+    if key is None:
+        key = sys.intern("HTTP_" + name.upper().replace("-", "_"))
+        if len(_environ_keys) < ENVIRON_KEYS_MAX:
+            _environ_keys[name] = key
+    return key
+
+
+def translate_request(request: Request) -> dict[str, Any]:
+    """python-engineio's environ for an aiohttp request (`engineio.async_drivers.aiohttp`),
+    kept by python-socketio for the session's life: the same keys python-engineio,
+    python-socketio's admin instrumentation and our connect handler read, each header's key one
+    shared string, and without the WSGI constants nothing reads (wsgi.version, wsgi.errors,
+    SERVER_NAME, RAW_URI and the like), so that the dict stays in a smaller table."""
+    environ: dict[str, Any] = {
+        "wsgi.input": request.content,
+        "REQUEST_METHOD": request.method,
+        "QUERY_STRING": request.query_string or "",
+        "REMOTE_ADDR": "127.0.0.1",  # as python-engineio's (the peer is request.remote)
+        "aiohttp.request": request,
+    }
+    for name, value in request.headers.items():
+        upper = name.upper()
+        if upper == "CONTENT-TYPE":
+            environ["CONTENT_TYPE"] = value
+            continue
+        if upper == "CONTENT-LENGTH":
+            environ["CONTENT_LENGTH"] = value
+            continue
+        key = _environ_key(name)
+        if key in environ:
+            value = f"{environ[key]},{value}"
+        environ[key] = value
+    environ["wsgi.url_scheme"] = environ.get("HTTP_X_FORWARDED_PROTO", "http")
+    environ["PATH_INFO"] = request.path
+    environ["SCRIPT_NAME"] = ""
+    return environ
 
 
 class UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
