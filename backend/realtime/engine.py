@@ -40,6 +40,7 @@ PING_FRAME = text_frame(PING.encode().encode())
 # What an Engine.IO v4 client sends once connected (the upgrade's PING probe and UPGRADE are
 # read by the upgrade itself, not here).
 CLIENT_PACKETS = frozenset({packet.CLOSE, packet.PONG, packet.MESSAGE})
+PONG_TEXT = packet.Packet(packet.PONG).encode()  # "3"
 
 
 class LeanSocket(AsyncSocket):  # type: ignore[misc]
@@ -187,6 +188,8 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         # aiohttp's websocket, read directly: python-engineio's `ws.wait()` would be one more
         # coroutine frame held for the socket's life.
         sock = ws._sock
+        # python-engineio logs every packet received at INFO (off unless its logger is on).
+        quiet = not server.logger.isEnabledFor(logging.INFO)
         while True:
             try:
                 data = (await sock.receive()).data
@@ -194,6 +197,13 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                 break  # closed (by _pong_due too), refused frame, or the server going away
             if not isinstance(data, str | bytes) or len(data) > limit:
                 break  # a close (its data is no text), or a frame over the limit
+            if data == PONG_TEXT and quiet:
+                # Every session's answer to every ping: what python-engineio's receive() does
+                # with it, without a packet object, two coroutines and a disabled log call.
+                if self.closed:
+                    break
+                self.schedule_ping()
+                continue
             try:
                 pkt = packet.Packet(encoded_packet=data)
             except Exception as exc:
