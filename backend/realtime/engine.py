@@ -129,6 +129,21 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         self.queue.put_nowait(None)
         return True
 
+    # -- what the server sends -----------------------------------------------------------------
+
+    async def send(self, pkt: packet.Packet) -> None:
+        """Written straight to an idle websocket when nothing can be overtaken (`write_now`: the
+        writer idle with nothing queued, the client within its ping timeout); queued as
+        python-engineio does otherwise. Every connect's CONNECT answer takes the first way
+        instead of starting a writer task."""
+        if self.lean and not pkt.binary and write_now(self, text_frame(pkt.encode().encode())):
+            self.server.logger.info(
+                "%s: Sending packet %s data %s", self.sid, packet.packet_names[pkt.packet_type],
+                pkt.data,
+            )  # fmt: skip
+            return
+        await super().send(pkt)
+
     # -- what a client sends -------------------------------------------------------------------
 
     async def receive(self, pkt: packet.Packet) -> None:

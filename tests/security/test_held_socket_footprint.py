@@ -4,6 +4,7 @@ its future each); one is started when something is queued and ends when the queu
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from engineio import packet
 
@@ -117,3 +118,28 @@ OUR_WRAPPERS = {
     "GuardedEngine",
 }
 MAX_HELD_FRAMES = 10
+
+
+async def test_a_connect_is_answered_without_starting_a_writer_task(server: RunningServer) -> None:
+    """Only the OPEN packet, queued before the websocket upgrade, needs a writer; the CONNECT
+    answer goes straight to the idle websocket."""
+    loop = asyncio.get_running_loop()
+    started: list[str] = []
+    previous = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        started.append(getattr(coro, "__qualname__", ""))
+        if previous is not None:
+            return previous(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        recorders = [await server.connect(f"answered-{i}") for i in range(SESSIONS)]
+    finally:
+        loop.set_task_factory(previous)
+    assert started.count("LeanSocket._write_queued") <= SESSIONS  # one each, for OPEN
+    await server.publish([f"answered-{i}" for i in range(SESSIONS)], title="still delivered")
+    for recorder in recorders:
+        [note] = await recorder.wait_for("notification")
+        assert note["title"] == "still delivered"
