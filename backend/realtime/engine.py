@@ -193,10 +193,12 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         writer: asyncio.Task[None] | None = None
         if on_demand:
             self.lean_ws = ws
-            queue.writer_waiting = True  # no writer: nothing is being written
-            queue.on_put = self._start_writer
-            if queue.qsize():  # the OPEN packet, queued before the upgrade
-                self._start_writer()
+            # The OPEN packet, queued before the upgrade: written here, not by a writer task
+            # (nothing goes direct meanwhile); then a writer starts whenever one is needed.
+            queue.writer_waiting = False
+            await self._write_queued(queue)
+            if not self.written_out:
+                queue.on_put = self._start_writer
         else:  # an asyncio.Queue (websocket compression on): one writer for the socket's life
             writer = asyncio.get_running_loop().create_task(self._write_loop(ws))
         limit = server.max_http_buffer_size
