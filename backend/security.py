@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import binascii
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from jwt.algorithms import Algorithm
+from jwt.api_jws import _BASE64URL_ALPHABET
+from jwt.utils import base64url_decode, base64url_encode
 
 from .config import Settings
 from .email.schemas import EMAIL_ADDRESS
 
 SCOPE_PUBLISH = "notifications:publish"
 SCOPE_ADMIN = "notifications:admin"
+EMPTY: frozenset[str] = frozenset()
 
 
 class AuthError(Exception):
@@ -72,6 +78,66 @@ VERIFIED_CACHE_MAX = 100_000
 MAX_TIMESTAMP = 253_402_300_799
 
 
+class _CheckedJWS(jwt.PyJWS):
+    """PyJWT's JWS decoder (PyJWT==2.15.1), its segment check done by bytes.translate.
+
+    PyJWT checks each base64url segment against the alphabet one character at a time in a Python
+    generator: a quarter of a token's verification. This is PyJWT's `_decode_base64url_segment`
+    with that one test written as a C-level deletion; the same segments are refused with the same
+    errors (tests/security/test_jwt_edges.py compares the two on hostile segments).
+    """
+
+    @staticmethod
+    def _decode_base64url_segment(segment: bytes, name: str) -> bytes:
+        padding = 0
+        stripped = segment
+        while stripped.endswith(b"="):
+            stripped = stripped[:-1]
+            padding += 1
+            if padding > 2:
+                raise jwt.DecodeError(f"Invalid {name} padding")
+        if padding and len(segment) % 4 != 0:
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        if len(stripped) % 4 == 1 or stripped.translate(None, _BASE64URL_ALPHABET):
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        try:
+            decoded = base64url_decode(stripped)
+        except (TypeError, binascii.Error) as err:
+            raise jwt.DecodeError(f"Invalid {name} padding") from err
+        if base64url_encode(decoded) != stripped:
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        return decoded
+
+
+def _key_prepared_once(algorithm: Algorithm, key: str) -> Algorithm:
+    """`algorithm` with `key` prepared at start-up, not on every token: PyJWT prepares the key
+    for each decode (for an HMAC secret, four checks that it is no PEM, SSH, DER or JWK key; for
+    a public key, parsing its PEM). Any other key is prepared as before."""
+    try:
+        prepared = algorithm.prepare_key(key)
+    except (jwt.PyJWTError, ValueError, TypeError):
+        return algorithm  # refused on every token, as before (not a key for this algorithm)
+    once = copy.copy(algorithm)
+
+    def prepare_key(candidate: Any) -> Any:
+        return prepared if candidate is key else algorithm.prepare_key(candidate)
+
+    once.prepare_key = prepare_key  # type: ignore[method-assign,assignment]
+    return once
+
+
+def _decoder(algorithms: list[str], key: str) -> jwt.PyJWT:
+    """A PyJWT decoder of its own: the checked JWS above, the allowed algorithms' key prepared."""
+    decoder = jwt.PyJWT()
+    jws = _CheckedJWS(algorithms=algorithms, options=decoder._get_sig_options())
+    for name in algorithms:
+        algorithm = jws.get_algorithm_by_name(name)
+        jws.unregister_algorithm(name)
+        jws.register_algorithm(name, _key_prepared_once(algorithm, key))
+    decoder._jws = jws
+    return decoder
+
+
 class TokenVerifier:
     """Decodes with an explicit algorithm allow-list; exp always required."""
 
@@ -85,6 +151,7 @@ class TokenVerifier:
             assert settings.jwt_public_key is not None
             self._key = settings.jwt_public_key
         self._signing_key: str | None = self._key if symmetric else None
+        self._decoder = _decoder(self._algorithms, self._key)
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         # Tokens already verified, by their exact text: a publisher sends the same token with
@@ -123,7 +190,7 @@ class TokenVerifier:
         if self._issuer:
             required.append("iss")
         try:
-            payload = jwt.decode(
+            payload = self._decoder.decode(
                 token,
                 self._key,
                 algorithms=self._algorithms,
@@ -215,14 +282,17 @@ def _claims(payload: dict[str, Any]) -> TokenClaims:
     name = payload.get("name")
     if name is not None and (not isinstance(name, str) or len(name) > 255 or "\x00" in name):
         raise AuthError("invalid token: name must be a string of at most 255 characters")
+    # An empty set is the one shared EMPTY (a subscriber's token has neither): each new empty
+    # frozenset is 216 bytes, held by every session and the verified-token cache.
+    topic_set = (
+        frozenset(t for t in topics if isinstance(t, str)) if isinstance(topics, list) else None
+    )
     return TokenClaims(
         sub=sub,
-        scopes=frozenset(scopes),
+        scopes=frozenset(scopes) if scopes else EMPTY,
         email=email,
         name=name,
-        topics=frozenset(t for t in topics if isinstance(t, str))
-        if isinstance(topics, list)
-        else frozenset(),
+        topics=topic_set or EMPTY,
         exp=int(payload["exp"]),
     )
 

@@ -10,8 +10,10 @@ state fields (connected, upgraded, closing, closed, last_ping, queue), and:
 - reads with no timeout of their own: one timer per session, the ping's, also watches the pong
   (a client silent for a ping interval and timeout is closed, as Node's socket.io does), where a
   timeout per read cost a timer handle per session and per packet;
-- writes from one task that awaits its queue directly; the reader, when it ends, queues None to
-  stop it, as python-engineio does;
+- writes from one task started when something is queued and ending when the queue is empty
+  (a held socket that is written directly, `fast.write_now`, has no writer task waiting: a task,
+  its frame and its future, about 1.1 KB a socket); the reader, when it ends, queues None, after
+  which the writer closes the websocket, as python-engineio's does;
 - schedules each ping with `loop.call_later`, and writes it straight to the transport when nothing
   is queued ahead of it (`fast.write_now`).
 
@@ -29,7 +31,7 @@ from typing import Any
 from engineio import exceptions, packet, payload
 from engineio.async_socket import AsyncSocket
 
-from .fast import text_frame, write_now
+from .fast import WriterQueue, text_frame, write_now
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ PING_FRAME = text_frame(PING.encode().encode())
 # What an Engine.IO v4 client sends once connected (the upgrade's PING probe and UPGRADE are
 # read by the upgrade itself, not here).
 CLIENT_PACKETS = frozenset({packet.CLOSE, packet.PONG, packet.MESSAGE})
+PONG_TEXT = packet.Packet(packet.PONG).encode()  # "3"
 
 
 class LeanSocket(AsyncSocket):  # type: ignore[misc]
@@ -53,6 +56,11 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     lean = False  # True once this session's websocket runs the loops below
     malformed = 0  # malformed packets so far (guard.ProtocolGuard)
     ping_timer: asyncio.TimerHandle | None = None
+    # The writer on demand (a WriterQueue): running while something is queued; `written_out`
+    # once it has taken the None that ends it and closed the websocket.
+    writer: asyncio.Task[None] | None = None
+    written_out = False
+    lean_ws: Any = None
 
     # -- pings: one timer handle per session, not a task per ping -----------------------------
 
@@ -121,6 +129,21 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         self.queue.put_nowait(None)
         return True
 
+    # -- what the server sends -----------------------------------------------------------------
+
+    async def send(self, pkt: packet.Packet) -> None:
+        """Written straight to an idle websocket when nothing can be overtaken (`write_now`: the
+        writer idle with nothing queued, the client within its ping timeout); queued as
+        python-engineio does otherwise. Every connect's CONNECT answer takes the first way
+        instead of starting a writer task."""
+        if self.lean and not pkt.binary and write_now(self, text_frame(pkt.encode().encode())):
+            self.server.logger.info(
+                "%s: Sending packet %s data %s", self.sid, packet.packet_names[pkt.packet_type],
+                pkt.data,
+            )  # fmt: skip
+            return
+        await super().send(pkt)
+
     # -- what a client sends -------------------------------------------------------------------
 
     async def receive(self, pkt: packet.Packet) -> None:
@@ -165,32 +188,95 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         self.upgraded = True
         self.lean = True
         server = self.server
-        writer = asyncio.get_running_loop().create_task(self._write_loop(ws))
+        queue = self.queue
+        on_demand = isinstance(queue, WriterQueue)
+        writer: asyncio.Task[None] | None = None
+        if on_demand:
+            self.lean_ws = ws
+            # The OPEN packet, queued before the upgrade: written here, not by a writer task
+            # (nothing goes direct meanwhile); then a writer starts whenever one is needed.
+            queue.writer_waiting = False
+            await self._write_queued(queue)
+            if not self.written_out:
+                queue.on_put = self._start_writer
+        else:  # an asyncio.Queue (websocket compression on): one writer for the socket's life
+            writer = asyncio.get_running_loop().create_task(self._write_loop(ws))
         limit = server.max_http_buffer_size
+        # aiohttp's websocket, read directly: python-engineio's `ws.wait()` would be one more
+        # coroutine frame held for the socket's life.
+        sock = ws._sock
+        # python-engineio logs every packet received at INFO (off unless its logger is on).
+        quiet = not server.logger.isEnabledFor(logging.INFO)
         while True:
             try:
-                data = await ws.wait()
+                data = (await sock.receive()).data
             except (asyncio.CancelledError, Exception):
                 break  # closed (by _pong_due too), refused frame, or the server going away
-            if data is None or len(data) > limit:
-                break
+            if not isinstance(data, str | bytes) or len(data) > limit:
+                break  # a close (its data is no text), or a frame over the limit
+            if data == PONG_TEXT and quiet:
+                # Every session's answer to every ping: what python-engineio's receive() does
+                # with it, without a packet object, two coroutines and a disabled log call.
+                if self.closed:
+                    break
+                self.schedule_ping()
+                continue
             try:
                 pkt = packet.Packet(encoded_packet=data)
             except Exception as exc:
                 if self.server.guard.malformed(self, f"Engine.IO: {type(exc).__name__}"):
                     break
                 continue
+            data = None  # not held while the socket waits for its next frame (a CONNECT's token)
             try:
                 await self.receive(pkt)
             except exceptions.SocketIsClosedError:
                 break
             except Exception:
                 log.exception("%s: error handling an inbound packet", self.sid)
+            pkt = None
             if self.closed:
                 break  # closed by a guard or the server: stop reading what the client sends
         self.queue.put_nowait(None)  # the writer ends after what is queued before it
-        await writer
+        if on_demand:
+            writer = self.writer
+        if writer is not None:
+            await writer
         await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+    def _start_writer(self) -> None:
+        if self.writer is None and not self.written_out:
+            queue = self.queue
+            queue.writer_waiting = False
+            self.writer = asyncio.get_running_loop().create_task(self._write_queued(queue))
+
+    async def _write_queued(self, queue: WriterQueue) -> None:
+        """Write what is queued, then end (and let the next put start another); after a None,
+        close the websocket and write nothing more."""
+        ws = self.lean_ws
+        done = False
+        try:
+            while queue.qsize():
+                pkt = queue.get_nowait()
+                queue.task_done()
+                if pkt is None:
+                    done = True
+                    break
+                await ws.send(pkt.encode())
+        except Exception:
+            done = True  # a transport that failed: the reader sees it closed too
+        finally:
+            self.writer = None
+            if done:
+                self.written_out = True
+                queue.on_put = None
+            else:
+                queue.writer_waiting = True
+        if done:
+            try:
+                await ws.close()
+            except Exception:
+                pass
 
     async def _write_loop(self, ws: Any) -> None:
         queue = self.queue

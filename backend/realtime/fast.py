@@ -12,11 +12,13 @@ socket) the packet takes the ordinary queue.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from aiohttp.web import WebSocketResponse
+from aiohttp.web import Request, WebSocketResponse
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 # Past this many bytes waiting in a socket's transport, frames queue (and the writer awaits drain).
@@ -33,7 +35,7 @@ class WriterQueue:
     someone waits.
     """
 
-    __slots__ = ("_finished", "_getters", "_items", "_unfinished", "writer_waiting")
+    __slots__ = ("_finished", "_getters", "_items", "_unfinished", "on_put", "writer_waiting")
 
     def __init__(self, maxsize: int = 0) -> None:
         del maxsize  # python-engineio's queues are unbounded
@@ -41,7 +43,10 @@ class WriterQueue:
         self._getters: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
         self._finished: asyncio.Event | None = None
+        # True while nothing is being written (no writer, or one awaiting an empty queue).
         self.writer_waiting = False
+        # Called on every put: a writer started on demand (engine.LeanSocket) instead of waiting.
+        self.on_put: Callable[[], None] | None = None
 
     def qsize(self) -> int:
         return len(self._items) if self._items else 0
@@ -56,6 +61,8 @@ class WriterQueue:
         items.append(item)
         self._unfinished += 1
         self._wake_one()
+        if self.on_put is not None:
+            self.on_put()
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)
@@ -114,6 +121,52 @@ class WriterQueue:
                 self._finished = asyncio.Event()
             self._finished.clear()
             await self._finished.wait()
+
+
+# Header name as sent -> its environ key: a new string for each request and header otherwise,
+# held by every session's environ. Bounded: names are the client's to choose.
+ENVIRON_KEYS_MAX = 512
+_environ_keys: dict[str, str] = {}
+
+
+def _environ_key(name: str) -> str:
+    key = _environ_keys.get(name)
+    if key is None:
+        key = sys.intern("HTTP_" + name.upper().replace("-", "_"))
+        if len(_environ_keys) < ENVIRON_KEYS_MAX:
+            _environ_keys[name] = key
+    return key
+
+
+def translate_request(request: Request) -> dict[str, Any]:
+    """python-engineio's environ for an aiohttp request (`engineio.async_drivers.aiohttp`),
+    kept by python-socketio for the session's life: the same keys python-engineio,
+    python-socketio's admin instrumentation and our connect handler read, each header's key one
+    shared string, and without the WSGI constants nothing reads (wsgi.version, wsgi.errors,
+    SERVER_NAME, RAW_URI and the like), so that the dict stays in a smaller table."""
+    environ: dict[str, Any] = {
+        "wsgi.input": request.content,
+        "REQUEST_METHOD": request.method,
+        "QUERY_STRING": request.query_string or "",
+        "REMOTE_ADDR": "127.0.0.1",  # as python-engineio's (the peer is request.remote)
+        "aiohttp.request": request,
+    }
+    for name, value in request.headers.items():
+        upper = name.upper()
+        if upper == "CONTENT-TYPE":
+            environ["CONTENT_TYPE"] = value
+            continue
+        if upper == "CONTENT-LENGTH":
+            environ["CONTENT_LENGTH"] = value
+            continue
+        key = _environ_key(name)
+        if key in environ:
+            value = f"{environ[key]},{value}"
+        environ[key] = value
+    environ["wsgi.url_scheme"] = environ.get("HTTP_X_FORWARDED_PROTO", "http")
+    environ["PATH_INFO"] = request.path
+    environ["SCRIPT_NAME"] = ""
+    return environ
 
 
 class UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]

@@ -128,6 +128,15 @@ class GuardedEngine(engineio.AsyncServer):  # type: ignore[misc]
                         log.exception("%s: ping check failed", sock.sid)
 
 
+def create_route(app: Any, engine: GuardedEngine, endpoint: str) -> None:
+    """python-engineio's aiohttp routes, with GET going to python-engineio's own handler: a GET
+    has no body to refuse, and a websocket's whole life runs under it, so the guard's frame would
+    be held that long. POST (bodies over the limit) and OPTIONS go through the guard."""
+    app.router.add_get(endpoint, engineio.AsyncServer.handle_request.__get__(engine))
+    app.router.add_post(endpoint, engine.handle_request)
+    app.router.add_route("OPTIONS", endpoint, engine.handle_request)
+
+
 class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
     """python-socketio's AsyncServer with the guards above."""
 

@@ -11,8 +11,8 @@ from ..config import Settings
 from ..logs import library_logger
 from .delivery import DeliveryControl, LocalManager, RedisManager
 from .engine import SocketTable
-from .fast import UncompressedWebSocket, WriterQueue
-from .guard import GuardedServer, ProtocolGuard
+from .fast import UncompressedWebSocket, WriterQueue, translate_request
+from .guard import GuardedServer, ProtocolGuard, create_route
 
 
 def create_socket_server(settings: Settings, control: DeliveryControl) -> socketio.AsyncServer:
@@ -59,6 +59,9 @@ def create_socket_server(settings: Settings, control: DeliveryControl) -> socket
     )
     # Sessions entering this table become LeanSockets: fewer tasks per socket and per ping.
     sio.eio.sockets = SocketTable()
+    sio.eio._async = {
+        **sio.eio._async, "create_route": create_route, "translate_request": translate_request,
+    }  # fmt: skip
     if not settings.websocket_compression:
         # python-engineio picks its websocket class from this table; ours turns deflate off.
         sio.eio._async = {**sio.eio._async, "websocket": UncompressedWebSocket}

@@ -114,3 +114,50 @@ async def test_an_email_claim_with_two_addresses_never_reaches_a_to_header(
         json={"email": "a@x.example, b@y.example"},
     )
     assert status == 422, body
+
+
+SEGMENTS = [
+    b"", b"e", b"eyJ", b"eyJh", b"eyJhbGciOiJIUzI1NiJ9", b"eyJhbGciOiJIUzI1NiJ9=",
+    b"YQ==", b"YQ=", b"YQ", b"YR", b"YR==", b"YQ===", b"Y===", b"Y", b"!!!!", b"YQ!=", b"a+b/",
+    b"ab cd", b"ab\x00d", b"\xff\xfe\xfd\xfc", b"ab.c", b"====", b"ab=c", b"a" * 4097,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("segment", SEGMENTS, ids=[repr(s[:20]) for s in SEGMENTS])
+def test_the_checked_segment_decoder_refuses_and_keeps_exactly_what_pyjwt_does(
+    segment: bytes,
+) -> None:
+    from backend.security import _CheckedJWS
+
+    def outcome(decode: Any) -> tuple[str, Any]:
+        try:
+            return "ok", decode(segment, "header")
+        except Exception as exc:
+            return type(exc).__name__, str(exc)
+
+    assert outcome(_CheckedJWS._decode_base64url_segment) == outcome(
+        PyJWS._decode_base64url_segment
+    )
+
+
+def test_a_token_signed_with_another_secret_is_refused_whatever_the_verifier_prepared() -> None:
+    verifier = TokenVerifier(Settings(jwt_secret=Secret(TEST_SECRET)))
+    other = PyJWS().encode(f'{{"sub": "eve", "exp": {soon()}}}'.encode(), "o" * 32, "HS256")
+    for _ in range(2):
+        with pytest.raises(AuthError, match="signature verification failed"):
+            verifier.verify(other)
+    good = PyJWS().encode(f'{{"sub": "ann", "exp": {soon()}}}'.encode(), TEST_SECRET, "HS256")
+    assert verifier.verify(good).sub == "ann"
+
+
+def test_tokens_without_scopes_or_topics_hold_no_set_of_their_own() -> None:
+    """Every held session keeps its claims: an empty set each would be 432 bytes a session."""
+    verifier = TokenVerifier(Settings(jwt_secret=Secret(TEST_SECRET)))
+    first, second = (
+        verifier.verify(signed(f'{{"sub": "{sub}", "exp": {soon()}, "topics": []}}'))
+        for sub in ("ann", "bob")
+    )
+    assert first.scopes == first.topics == frozenset()
+    assert first.scopes is second.scopes is first.topics is second.topics
+    scoped = verifier.verify(signed(f'{{"sub": "cy", "exp": {soon()}, "scope": "a b"}}'))
+    assert scoped.scopes == {"a", "b"} and scoped.topics is first.topics
