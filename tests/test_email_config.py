@@ -14,7 +14,7 @@ BASE = {"DATABASE_URL": "postgresql+asyncpg://u@h/db", "JWT_SECRET": "s" * 40}
     [
         ({"EMAIL_LEASE_SECONDS": "15"}, "EMAIL_LEASE_SECONDS must be more than twice"),
         ({"UNSUBSCRIBE_SECRET": "short"}, "UNSUBSCRIBE_SECRET must be at least 32"),
-        ({"EMAIL_MAX_ATTEMPTS": "0"}, "EMAIL_MAX_ATTEMPTS must be between 1"),
+        ({"EMAIL_MAX_ATTEMPTS": "0"}, "EMAIL_MAX_ATTEMPTS must be at least 1, got 0"),
         ({"SMTP_PORT": "70000"}, "SMTP_PORT must be between 1 and 65535"),
     ],
 )

@@ -175,7 +175,7 @@ def test_api_key_settings_are_read_and_validated() -> None:
     assert (settings.api_keys_max, settings.api_key_max_rules) == (3, 7)
     assert settings.api_key_touch_seconds == 5.0
     for env, message in (
-        ({"API_KEYS_MAX": "0"}, "API_KEYS_MAX must be between 1"),
+        ({"API_KEYS_MAX": "0"}, "API_KEYS_MAX must be at least 1, got 0"),
         ({"API_KEY_MAX_RULES": "5000"}, "API_KEY_MAX_RULES must be at most 1000"),
         ({"API_KEY_SECRET": "short"}, "API_KEY_SECRET must be at least 32 characters"),
     ):
