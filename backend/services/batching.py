@@ -4,11 +4,6 @@ There is no timer: while the batches in flight are being written, new requests q
 the next batch takes them all (up to a cap). At low load a request goes alone and waits for
 nobody; under load, round trips and commits are shared by many requests. Up to `concurrency`
 batches are written at once, so one batch's round trips overlap the next one's work.
-
-A batch also stops at `max_weight` (by `weight(item)`, for notifications the recipients): ten
-publishes to 1,000 users each that arrive together are then ten transactions, three in flight,
-so the first thousand are being delivered while the database still writes the rest, instead of
-everyone waiting for one transaction of 10,000 rows.
 """
 
 from __future__ import annotations
@@ -32,13 +27,9 @@ class GroupCommit(Generic[Item, Result]):
         *,
         max_batch: int = 256,
         concurrency: int = 1,
-        weight: Callable[[Item], int] | None = None,
-        max_weight: int = 0,
     ) -> None:
         self._run = run
         self._max_batch = max_batch
-        self._weight = weight
-        self._max_weight = max_weight
         self._concurrency = concurrency
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._workers: set[asyncio.Task[None]] = set()
@@ -55,23 +46,9 @@ class GroupCommit(Generic[Item, Result]):
     async def _drain(self) -> None:
         await asyncio.sleep(0)  # let requests that arrived together join the first batch
         while self._pending:
-            size = self._next_size()
-            batch = self._pending[:size]
-            del self._pending[:size]
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
             await self._write(batch)
-
-    def _next_size(self) -> int:
-        """How many of the pending items the next batch takes: at least one, at most
-        `max_batch`, and no more than fit in `max_weight` (when weighed)."""
-        size = min(self._max_batch, len(self._pending))
-        if self._weight is None or self._max_weight <= 0:
-            return size
-        total = 0
-        for taken, (item, _) in enumerate(self._pending[:size]):
-            total += self._weight(item)
-            if total > self._max_weight and taken > 0:
-                return taken
-        return size
 
     async def _write(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:

@@ -162,15 +162,6 @@ class Backlog:
 
 
 BATCHES_IN_FLIGHT = 3
-# Recipients per group-commit transaction (a larger single request still goes alone): big
-# fan-outs are written in slices that are delivered while the next ones are written.
-RECIPIENTS_PER_BATCH = 1000
-
-
-def _recipients_named(item: tuple[str, str, NotificationCreate]) -> int:
-    """A request's weight in a group commit: its named users (a topic counts as one, since its
-    audience is known only inside the transaction)."""
-    return len(item[2].user_ids or ()) or 1
 
 
 # A batch's idempotency keys get their notification ids in one executemany.
@@ -208,10 +199,7 @@ class NotificationService:
         # Batches in flight lock their users in id order, so they cannot deadlock, and a user's
         # seqs still follow commit order (a later batch waits on the earlier one's row lock).
         self._group: GroupCommit[tuple[str, str, NotificationCreate], _Stored] = GroupCommit(
-            self._store_batch,
-            concurrency=BATCHES_IN_FLIGHT,
-            weight=_recipients_named,
-            max_weight=RECIPIENTS_PER_BATCH,
+            self._store_batch, concurrency=BATCHES_IN_FLIGHT
         )
 
     async def create(
