@@ -4,23 +4,10 @@ publishing works again as soon as it is back, without restarting our server."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from .conftest import RunningServer, create_pg_database, make_settings
-from .servers import PostgresServer, start_postgres
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A cluster of this test's own: stopping it must not disturb the others."""
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
+from .servers import PostgresServer
 
 
 async def test_a_postgresql_restart_loses_nothing_and_needs_no_server_restart(

@@ -4,22 +4,10 @@ it (session reads, and publishes on asyncpg directly) succeed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from ..conftest import RunningServer, create_pg_database, make_settings
-from ..servers import PostgresServer, start_postgres
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
+from ..servers import PostgresServer
 
 
 async def test_reads_and_publishes_after_a_quiet_postgresql_restart_succeed_the_first_time(
