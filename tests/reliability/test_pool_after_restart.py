@@ -34,3 +34,39 @@ async def test_reads_and_publishes_after_a_quiet_postgresql_restart_succeed_the_
         assert second["seq"] == first["seq"] + 1
     finally:
         await server.close()
+
+
+async def test_a_publish_whose_connections_keep_breaking_is_unavailable_not_an_error(
+    own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """asyncpg's "another operation is in progress" (a connection the server cut while shutting
+    down) is retried once on another connection; if that one breaks too, the caller gets an
+    unavailability (a 503 with Retry-After), never the driver's error (a 500)."""
+    import asyncpg
+
+    from backend import keys
+    from backend.db import direct, is_unavailable
+
+    database_url = await create_pg_database(own_postgres)
+    server = RunningServer(make_settings(database_url, tmp_path))
+    await server.start()
+    attempts = 0
+
+    async def breaks(_connection: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise asyncpg.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        )
+
+    try:
+        try:
+            await direct(server.app[keys.ENGINE], breaks)
+        except Exception as exc:  # noqa: BLE001 - the class is what is checked
+            caught: Exception = exc
+        assert attempts == 2
+        assert is_unavailable(caught), repr(caught)
+        [stored] = await server.publish(["alice"], title="after")  # the pool is still good
+        assert stored["seq"] == 1
+    finally:
+        await server.close()
