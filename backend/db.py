@@ -71,6 +71,10 @@ def is_unavailable(exc: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, _UNAVAILABLE):
             return True
+        if isinstance(current, _BROKEN) and "another operation" in str(current):
+            # asyncpg, for a query sent after the server's FATAL (shutting down) arrived but
+            # before the socket closed: the connection is gone, whichever path used it.
+            return True
         if isinstance(current, sa_exc.DBAPIError):
             if current.connection_invalidated:
                 return True

@@ -64,6 +64,9 @@ async def running(pg_url: str, tmp_path: Path) -> Iterator[RunningServer]:
         asyncpg.AdminShutdownError("terminating connection due to administrator command"),
         asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
         asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+        asyncpg.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        ),
     ],
 )
 def test_asyncpg_errors_for_a_database_away_are_unavailable_through_sqlalchemys_wrapper(
