@@ -305,7 +305,9 @@ async def store(
     prefs = await preference_service.load_many(session, wanted)
     in_app, unread = _in_app(requests, audiences, prefs)
     allocated = await allocate(session, wanted, unread)
-    rows, request_of, now = _rows(requests, audiences, in_app, publishers, kinds, allocated)
+    now = utcnow()
+    rows = _rows(requests, audiences, in_app, publishers, kinds, allocated, now)
+    request_of = _request_numbers(audiences)
     await insert_rows(session, requests, rows, request_of, now, publishers, kinds)
     emails = {uid: recipient.email for uid, recipient in allocated.items()}
     await after_insert(session, rows, prefs, emails)
@@ -345,15 +347,14 @@ def _rows(
     publishers: Sequence[str | None],
     kinds: Sequence[str | None],
     allocated: dict[str, Recipient],
-) -> tuple[list[StoredNotification], list[int], datetime]:
+    now: datetime,
+) -> list[StoredNotification]:
+    """One row per recipient of each request, in order, with its reserved seq."""
     next_seq = {uid: recipient.first_seq for uid, recipient in allocated.items()}
-    now = utcnow()
     rows: list[StoredNotification] = []
-    request_of: list[int] = []
-    for number, (request, audience, shown, publisher, kind) in enumerate(
-        zip(requests, audiences, in_app, publishers, kinds, strict=True), start=1
+    for request, audience, shown, publisher, kind in zip(
+        requests, audiences, in_app, publishers, kinds, strict=True
     ):
-        request_of.extend([number] * len(audience))
         # NotificationService renders a template into title and body before storing.
         assert request.title is not None, "a template request must be rendered first"
         # Read once per request, not per recipient (the email is a pydantic private attribute,
@@ -368,7 +369,12 @@ def _rows(
                 )
             )  # fmt: skip
             next_seq[uid] += 1
-    return rows, request_of, now
+    return rows
+
+
+def _request_numbers(audiences: list[list[str]]) -> list[int]:
+    """For each row, in order, the number (from 1) of the request it comes from."""
+    return [number for number, audience in enumerate(audiences, start=1) for _ in audience]
 
 
 def _grouped(
@@ -495,7 +501,7 @@ async def store_direct(
     if not wanted:
         return [[] for _ in requests], {}
     user_ids = [uid for audience in audiences for uid in audience]
-    request_of = [n for n, audience in enumerate(audiences, start=1) for _ in audience]
+    request_of = _request_numbers(audiences)
     now = utcnow()
     found = await connection.fetch(
         DIRECT_PUBLISH,
@@ -527,14 +533,13 @@ async def store_direct(
         else:
             prefs[uid] = default
     in_app, _unread = _in_app(requests, audiences, prefs)
-    rows, _request_of, _now = _rows(requests, audiences, in_app, publishers, kinds, allocated)
+    rows = _rows(requests, audiences, in_app, publishers, kinds, allocated, now)
     if len(stored) != len(rows):
         raise RuntimeError(f"publish stored {len(stored)} rows for {len(rows)}")
     for row in rows:
         row.id, shown = stored[(row.user_id, row.seq)]
         if shown != row.in_app:  # SQL's in_app_enabled must be Python's: never store a guess
             raise RuntimeError(f"in_app of {row.user_id} for {row.type!r}: {shown} in SQL")
-        row.created_at = now
     emails = {uid: recipient.email for uid, recipient in allocated.items()}
     queued = email_values(rows, prefs, emails)
     if queued:
