@@ -192,11 +192,6 @@ async def direct(engine: AsyncEngine, work: Callable[[Any], Awaitable[Result]]) 
                 # died under the work (the transaction died with it).
                 if not began or (attempt == 1 and _connection_broke(exc)):
                     continue
-            if isinstance(exc, _BROKEN):
-                # A connection the driver cannot use any more (the server was shutting down
-                # under it), again: the database is away, a 503 and not a 500, and a group
-                # commit fails its batch at once instead of retrying it request by request.
-                raise ConnectionError(f"the database connection broke: {exc}") from exc
             raise
         finally:
             await asyncio.shield(connection.close())
