@@ -33,14 +33,17 @@ def pg_server() -> Iterator[PostgresServer]:
         server.stop()
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A cluster of the test's own: stopping or restarting it must not disturb the others."""
+def postgres_of_its_own() -> Iterator[PostgresServer]:
+    """A cluster of the test's (or module's) own: stopping or restarting it must not disturb the
+    others."""
     server = start_postgres()
     try:
         yield server
     finally:
         server.stop()
+
+
+own_postgres = pytest.fixture(postgres_of_its_own, name="own_postgres")
 
 
 @pytest.fixture(scope="session")

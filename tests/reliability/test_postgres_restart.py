@@ -23,8 +23,14 @@ from backend.db import create_engine, create_sessionmaker, is_unavailable
 from backend.email.worker import EmailWorker
 from backend.security import SCOPE_PUBLISH
 
-from ..conftest import Recorder, RunningServer, create_pg_database, make_settings
-from ..servers import PostgresServer, start_postgres
+from ..conftest import (
+    Recorder,
+    RunningServer,
+    create_pg_database,
+    make_settings,
+    postgres_of_its_own,
+)
+from ..servers import PostgresServer
 
 # Bounds of the publishing loop: it stops at whichever comes first.
 MAX_POSTS = 3000
@@ -32,14 +38,8 @@ MAX_SECONDS = 60.0
 POSTERS = 4
 
 
-@pytest.fixture(scope="module")
-def own_postgres() -> Iterator[PostgresServer]:
-    """A cluster of this module's own: restarting it must not disturb the other tests."""
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
+# One cluster for this module's tests (they restart and stop it), none of the others'.
+own_postgres = pytest.fixture(postgres_of_its_own, scope="module", name="own_postgres")
 
 
 @pytest.fixture
