@@ -14,11 +14,15 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from backend import keys
+from backend import keys, migrate
+from backend.db import create_engine, create_sessionmaker
 from backend.email.worker import EmailWorker
-from backend.models import EmailLog, Notification, User
+from backend.models import EmailLog, Notification, User, utcnow
+from backend.schemas import Preferences
+from backend.services.emails import queue_immediate
+from backend.services.users import upsert_user
 
 from .conftest import SCOPE_ADMIN, RunningServer, make_settings
 from .servers import free_port
@@ -78,6 +82,28 @@ def parts(message: EmailMessage) -> dict[str, str]:
 async def logs(sessionmaker: async_sessionmaker[AsyncSession]) -> list[EmailLog]:
     async with sessionmaker() as session:
         return list(await session.scalars(select(EmailLog).order_by(EmailLog.id)))
+
+
+async def one_email_queued(
+    tmp_path: Path,
+) -> tuple[str, AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """A new SQLite database with alice and one immediate email queued for her: what a `python
+    -m backend worker` process is started on. Its URL, engine (to dispose) and sessionmaker."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'notifications.db'}"
+    engine = create_engine(make_settings(url, tmp_path))
+    await migrate.upgrade(engine)
+    sessionmaker = create_sessionmaker(engine)
+    async with sessionmaker.begin() as session:
+        await upsert_user(session, user_id="alice", email="alice@example.com", name="Alice")
+    note_id = await add_notification(sessionmaker, "alice", created_at=utcnow(), title="Hi")
+    async with sessionmaker.begin() as session:
+        note = await session.get(Notification, note_id)
+        assert note is not None
+        queued = await queue_immediate(
+            session, [note], {"alice": Preferences()}, {"alice": "alice@example.com"}
+        )
+        assert queued == 1
+    return url, engine, sessionmaker
 
 
 async def add_notification(

@@ -9,34 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backend import migrate
-from backend.db import create_engine, create_sessionmaker
-from backend.models import Notification, utcnow
-from backend.schemas import Preferences
-from backend.services.emails import queue_immediate
-from backend.services.users import upsert_user
-
-from .conftest import TEST_SECRET, make_settings
-from .email_helpers import add_notification, logs
+from .conftest import TEST_SECRET
+from .email_helpers import logs, one_email_queued
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 async def test_worker_command_sends_from_the_outbox_and_stops_on_sigterm(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'notifications.db'}"
-    engine = create_engine(make_settings(url, tmp_path))
-    await migrate.upgrade(engine)
-    sessionmaker = create_sessionmaker(engine)
-    async with sessionmaker.begin() as session:
-        await upsert_user(session, user_id="alice", email="alice@example.com", name="Alice")
-    note_id = await add_notification(sessionmaker, "alice", created_at=utcnow(), title="Hi")
-    async with sessionmaker.begin() as session:
-        note = await session.get(Notification, note_id)
-        assert note is not None
-        queued = await queue_immediate(
-            session, [note], {"alice": Preferences()}, {"alice": "alice@example.com"}
-        )
-        assert queued == 1
+    url, engine, sessionmaker = await one_email_queued(tmp_path)
 
     outbox = tmp_path / "mail"
     env = {
