@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,19 +14,11 @@ from playwright.async_api import BrowserContext
 from ..conftest import SCOPE_ADMIN, SCOPE_PUBLISH, RunningServer
 from .conftest import CHROMIUM
 from .test_browser import new_tab
+from .test_sse_browser import EXAMPLE, OPEN  # the SSE example page, opened the same way
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (Debian package `chromium`)"
 )
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "sse-client.js"
-OPEN = """token => {
-  window.got = [];
-  window.stream = openNotificationStream({
-    getToken: async () => token,
-    onEvent: (name, data) => window.got.push([name, data]),
-  });
-}"""
 
 
 async def inbox(server: RunningServer, user: str) -> dict[int, dict[str, Any]]:
