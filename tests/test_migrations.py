@@ -49,7 +49,7 @@ async def test_migrations_upgrade_match_the_models_and_downgrade(settings: Setti
             indexes = await connection.run_sync(
                 lambda c: {i["name"] for i in inspect(c).get_indexes("notifications")}
             )
-            assert "ix_notifications_user_id_read_at" in indexes
+            assert "ix_notifications_user_id_id" in indexes
         await migrate.downgrade(engine, "base")
         async with engine.connect() as connection:
             assert await connection.run_sync(_tables) == set()
@@ -159,5 +159,45 @@ async def test_the_retention_indexes_hold_only_read_or_deleted_rows_and_serve_th
                     f"WHERE {column} IS NOT NULL", f"WHERE ({column} IS NOT NULL)"
                 ), definition
                 assert name in plan, plan
+    finally:
+        await engine.dispose()
+
+
+async def test_a_stored_notification_costs_no_foreign_key_check_and_no_unused_index(
+    settings: Settings,
+) -> None:
+    """0009: the notifications table has no foreign key (the publish locks the user's row
+    itself), no `(user_id, read_at)` index, and on PostgreSQL `users` keeps room on its pages
+    for in-place (HOT) updates of the counters every publish changes; downgrading restores all
+    three."""
+    engine = create_engine(settings)
+    try:
+        await migrate.upgrade(engine)
+
+        def shape(connection: Connection) -> tuple[list[Any], set[str], Any]:
+            inspector = inspect(connection)
+            keys = inspector.get_foreign_keys("notifications")
+            indexes = {i["name"] for i in inspector.get_indexes("notifications")}
+            options = None
+            if connection.dialect.name == "postgresql":
+                options = connection.execute(
+                    text("SELECT reloptions FROM pg_class WHERE relname = 'users'")
+                ).scalar_one()
+            return keys, indexes, options
+
+        async with engine.connect() as connection:
+            keys, indexes, options = await connection.run_sync(shape)
+            postgres = connection.dialect.name == "postgresql"
+        assert keys == []
+        assert "ix_notifications_user_id_read_at" not in indexes
+        assert options == (["fillfactor=50"] if postgres else None)
+        await migrate.downgrade(engine, "0008")
+        async with engine.connect() as connection:
+            keys, indexes, options = await connection.run_sync(shape)
+        assert [(k["referred_table"], k["options"].get("ondelete")) for k in keys] == [
+            ("users", "CASCADE")
+        ]
+        assert "ix_notifications_user_id_read_at" in indexes
+        assert options is None
     finally:
         await engine.dispose()

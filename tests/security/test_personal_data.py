@@ -278,6 +278,14 @@ async def test_a_publish_racing_an_erase_leaves_no_orphan_and_never_fails(
         logs = await session.scalar(
             select(func.count()).select_from(EmailLog).where(EmailLog.user_id == "racing")
         )
+        # No foreign key holds this (migration 0009): the publish's own lock on the user's row
+        orphans = await session.scalar(
+            select(func.count())
+            .select_from(Notification)
+            .outerjoin(User, User.id == Notification.user_id)
+            .where(User.id.is_(None))
+        )
+    assert orphans == 0
     assert not {row.id for row in rows} & set(before)  # what was there before is gone
     assert {row.id for row in rows} <= published  # what is left came after the erase ...
     assert logs == 0
