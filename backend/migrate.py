@@ -25,8 +25,16 @@ async def _run(engine: AsyncEngine, step: Callable[[Config, str], None], revisio
         cfg.attributes["connection"] = connection
         step(cfg, revision)
 
-    async with engine.begin() as connection:
-        await connection.run_sync(run)
+    async with engine.connect() as connection:
+        try:
+            async with connection.begin():
+                await connection.run_sync(run)
+        finally:
+            if connection.dialect.name == "sqlite":
+                # migrations/env.py turned foreign keys off for the migration (batch mode); this
+                # connection goes back to the pool, where every other one has them on.
+                await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await connection.commit()
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:

@@ -201,3 +201,59 @@ async def test_a_stored_notification_costs_no_foreign_key_check_and_no_unused_in
         assert options is None
     finally:
         await engine.dispose()
+
+
+async def test_an_upgrade_that_rebuilds_a_table_keeps_every_row_that_points_at_it(
+    settings: Settings,
+) -> None:
+    """0009 rebuilds `notifications` on SQLite (batch mode: copy, drop, rename). With foreign
+    keys enforced, dropping the old table would delete the activity rows and null the email
+    logs' `notification_id` pointing at it; the migration runs with them off, and they are on
+    again afterwards on the connection it used."""
+    engine = create_engine(settings)
+    at = utcnow()
+    try:
+        await migrate.upgrade(engine, "0008")
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO users (id, last_seq, unread_count, purged_seq, created_at,"
+                    " updated_at) VALUES ('kept', 1, 1, 0, :at, :at)"
+                ),
+                {"at": at},
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO notifications (id, user_id, seq, type, title, body, data, in_app,"
+                    " read, created_at, updated_at)"
+                    " VALUES (7, 'kept', 1, 't', 'x', '', '{}', :yes, :no, :at, :at)"
+                ),
+                {"at": at, "yes": True, "no": False},
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO activity (notification_id, user_id, type, kind, at, detail)"
+                    " VALUES (7, 'kept', 't', 'pushed', :at, '{}')"
+                ),
+                {"at": at},
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO email_logs (user_id, notification_id, kind, recipient, subject,"
+                    " status, attempts, next_attempt_at, payload, created_at, updated_at)"
+                    " VALUES ('kept', 7, 'instant', 'a@example.com', 's', 'pending', 0, :at,"
+                    " '{}', :at, :at)"
+                ),
+                {"at": at},
+            )
+        await migrate.upgrade(engine)
+        async with engine.connect() as connection:
+            activity = await connection.execute(text("SELECT notification_id FROM activity"))
+            emails = await connection.execute(text("SELECT notification_id FROM email_logs"))
+            assert activity.scalars().all() == [7]
+            assert emails.scalars().all() == [7]
+            if connection.dialect.name == "sqlite":
+                enforced = await connection.exec_driver_sql("PRAGMA foreign_keys")
+                assert enforced.scalar() == 1
+    finally:
+        await engine.dispose()
