@@ -400,12 +400,18 @@ PREFERENCE_FIELDS = (
 # preferences read, whether each row is shown in-app (`preferences.in_app_enabled` in SQL: a
 # per-type setting wins over the global switch; checked against Python's on every row), the
 # users upsert that reserves seqs and adds the unread counts (PG_ALLOCATE's, taking the row
-# locks in id order), and the insert (PG_INSERT's, a user's seqs in input order). Rows come
-# back with their user's counts, address and preferences.
+# locks in id order), and the insert (PG_INSERT's, a user's seqs in input order). Each row's
+# rank among its user's rows (`k`) and its user's row count (`wanted`) come from Python.
+#
+# The answer is three kinds of rows, not one row per notification joined to its user's: `n` a
+# stored notification, `u` a user's counts and address, `p` a user's preferences. The planner
+# cannot count a CTE's rows (it guessed 50 users and 1 notification), and joined the two with a
+# nested loop: for 1,000 recipients, a million comparisons (≈ 170 ms against ≈ 20 ms).
 DIRECT_PUBLISH = """
     WITH r AS (
-        SELECT user_id, request, n
-        FROM unnest($2::TEXT[], $3::BIGINT[]) WITH ORDINALITY AS r(user_id, request, n)
+        SELECT user_id, request, k, wanted, n
+        FROM unnest($2::TEXT[], $3::BIGINT[], $12::BIGINT[], $13::BIGINT[]) WITH ORDINALITY
+             AS r(user_id, request, k, wanted, n)
     ), q AS (
         SELECT *
         FROM unnest($4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[],
@@ -416,18 +422,16 @@ DIRECT_PUBLISH = """
                type_settings, timezone, digest_hour
         FROM notification_preferences WHERE user_id = ANY($2::TEXT[])
     ), v AS (
-        SELECT r.n, r.user_id, r.request,
+        SELECT r.n, r.user_id, r.k, r.wanted, q.type, q.title, q.body, q.icon, q.action_url,
+               q.data, q.publisher, q.publisher_kind,
                COALESCE(CAST(CAST(p.type_settings AS JSONB) -> q.type ->> 'in_app' AS BOOLEAN),
-                        p.in_app_notifications, TRUE) AS in_app,
-               row_number() OVER (PARTITION BY r.user_id ORDER BY r.n) AS k
+                        p.in_app_notifications, TRUE) AS in_app
         FROM r JOIN q ON q.request = r.request LEFT JOIN p ON p.user_id = r.user_id
-    ), c AS (
-        SELECT user_id, count(*) AS wanted, count(*) FILTER (WHERE in_app) AS unread
-        FROM v GROUP BY user_id
     ), a AS (
         INSERT INTO users (id, last_seq, unread_count, created_at, updated_at)
-        SELECT user_id, wanted, unread, $1::TIMESTAMPTZ, $1::TIMESTAMPTZ
-        FROM c ORDER BY user_id
+        SELECT user_id, max(wanted), count(*) FILTER (WHERE in_app), $1::TIMESTAMPTZ,
+               $1::TIMESTAMPTZ
+        FROM v GROUP BY user_id ORDER BY user_id
         ON CONFLICT (id) DO UPDATE
             SET last_seq = users.last_seq + excluded.last_seq,
                 unread_count = users.unread_count + excluded.unread_count,
@@ -437,19 +441,28 @@ DIRECT_PUBLISH = """
         INSERT INTO notifications
             (user_id, seq, type, title, body, icon, action_url, data, in_app, publisher,
              publisher_kind, read, created_at, updated_at)
-        SELECT v.user_id, a.last_seq - c.wanted + v.k, q.type, q.title, q.body, q.icon,
-               q.action_url, CAST(q.data AS JSON), v.in_app, q.publisher, q.publisher_kind,
+        SELECT v.user_id, a.last_seq - v.wanted + v.k, v.type, v.title, v.body, v.icon,
+               v.action_url, CAST(v.data AS JSON), v.in_app, v.publisher, v.publisher_kind,
                false, $1::TIMESTAMPTZ, $1::TIMESTAMPTZ
-        FROM v JOIN q ON q.request = v.request JOIN a ON a.id = v.user_id
-             JOIN c ON c.user_id = v.user_id
+        FROM v JOIN a ON a.id = v.user_id
         ORDER BY v.n
         RETURNING id, user_id, seq, in_app
     )
-    SELECT i.id, i.user_id, i.seq, i.in_app, a.last_seq, a.unread_count, a.email,
-           p.user_id IS NOT NULL AS has_preferences, p.email_notifications,
-           p.in_app_notifications, p.digest_frequency, p.type_settings, p.timezone,
-           p.digest_hour
-    FROM i JOIN a ON a.id = i.user_id LEFT JOIN p ON p.user_id = i.user_id
+    SELECT 'n' AS kind, user_id, id, seq, in_app, NULL::BIGINT AS last_seq,
+           NULL::BIGINT AS unread_count, NULL::TEXT AS email,
+           NULL::BOOLEAN AS email_notifications, NULL::BOOLEAN AS in_app_notifications,
+           NULL::TEXT AS digest_frequency, NULL::TEXT AS type_settings, NULL::TEXT AS timezone,
+           NULL::INTEGER AS digest_hour
+    FROM i
+    UNION ALL
+    SELECT 'u', id, NULL, NULL, NULL, last_seq, unread_count, email, NULL, NULL, NULL, NULL,
+           NULL, NULL
+    FROM a
+    UNION ALL
+    SELECT 'p', user_id, NULL, NULL, NULL, NULL, NULL, NULL, email_notifications,
+           in_app_notifications, digest_frequency, CAST(type_settings AS TEXT), timezone,
+           digest_hour
+    FROM p
 """
 
 
@@ -501,36 +514,43 @@ async def store_direct(
     if not wanted:
         return [[] for _ in requests], {}
     user_ids = [uid for audience in audiences for uid in audience]
-    request_of = _request_numbers(audiences)
+    seen: Counter[str] = Counter()
+    ranks = []  # each row's rank among its user's rows, from 1
+    for uid in user_ids:
+        seen[uid] += 1
+        ranks.append(seen[uid])
     now = utcnow()
     found = await connection.fetch(
         DIRECT_PUBLISH,
         now,
         user_ids,
-        request_of,
+        _request_numbers(audiences),
         *([getattr(request, name) for request in requests] for name in SHARED),
         [OrjsonModule.dumps(request.data) for request in requests],
         list(publishers),
         list(kinds),
+        ranks,
+        [wanted[uid] for uid in user_ids],
     )
     default = Preferences()  # shared by the users without a row: read it, never change it
     prefs: dict[str, Preferences] = {}
     allocated: dict[str, Recipient] = {}
     stored: dict[tuple[str, int], tuple[int, bool]] = {}
     for record in found:
-        uid = record["user_id"]
-        stored[(uid, record["seq"])] = (record["id"], record["in_app"])
-        if uid in allocated:
-            continue
-        allocated[uid] = Recipient(
-            record["last_seq"] - wanted[uid] + 1, record["unread_count"], record["email"]
-        )
-        if record["has_preferences"]:
+        kind, uid = record[0], record[1]
+        if kind == "n":
+            stored[(uid, record["seq"])] = (record["id"], record["in_app"])
+        elif kind == "u":
+            allocated[uid] = Recipient(
+                record["last_seq"] - wanted[uid] + 1, record["unread_count"], record["email"]
+            )
+        else:
             values = {name: record[name] for name in PREFERENCE_FIELDS}
-            if isinstance(values["type_settings"], str | bytes):
+            if values["type_settings"] is not None:  # JSON, as text: one type for all kinds
                 values["type_settings"] = loads_stored(values["type_settings"])
             prefs[uid] = preference_service.to_preferences(_PreferenceRow(**values))
-        else:
+    for uid in allocated:
+        if uid not in prefs:
             prefs[uid] = default
     in_app, _unread = _in_app(requests, audiences, prefs)
     rows = _rows(requests, audiences, in_app, publishers, kinds, allocated, now)
