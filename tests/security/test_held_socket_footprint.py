@@ -4,6 +4,7 @@ its future each); one is started when something is queued and ends when the queu
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from engineio import packet
@@ -143,3 +144,20 @@ async def test_a_connect_is_answered_without_starting_a_writer_task(server: Runn
     for recorder in recorders:
         [note] = await recorder.wait_for("notification")
         assert note["title"] == "still delivered"
+
+
+async def test_a_held_websocket_connection_keeps_no_http_parser_nor_pipelining_queue(
+    server: RunningServer,
+) -> None:
+    """aiohttp's connection drops its HTTP state once it carries a websocket (fast.py)."""
+    recorder = await server.connect("shed")
+    sio = server.app[keys.SIO]
+    [sid] = list(sio.eio.sockets)
+    protocol: Any = sio.environ[sid]["aiohttp.request"].protocol
+    assert protocol._parser is None
+    assert not protocol._messages and not isinstance(protocol._messages, deque)
+    # The websocket still works both ways.
+    assert (await recorder.call("heartbeat"))["ok"] is True
+    await server.publish(["shed"], title="after shedding")
+    [note] = await recorder.wait_for("notification")
+    assert note["title"] == "after shedding"
