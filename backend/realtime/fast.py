@@ -179,11 +179,13 @@ class _Drained(list[Any]):
         return self.pop(0)
 
 
-def shed_http_state(request: Request) -> None:
-    """Let go of what aiohttp's connection keeps for HTTP once it carries a websocket (about
-    1.4 KB a held connection): the request parser (aiohttp feeds every byte to the websocket
-    reader from now on, and checks the parser for None where it uses it) and the empty queue of
-    pipelined requests."""
+def shed_http_state(request: Request, response: WebSocketResponse) -> None:
+    """Let go of what aiohttp keeps for HTTP once a connection carries a websocket (about 1.8 KB
+    a held connection): the request parser (aiohttp feeds every byte to the websocket reader
+    from now on, and checks the parser for None where it uses it), the empty queue of pipelined
+    requests, and the headers of the 101 answer, already sent."""
+    if response.prepared:
+        response._headers = type(response.headers)()  # an empty CIMultiDict
     protocol: Any = request.protocol
     if protocol is None or getattr(protocol, "_payload_parser", None) is None:
         return  # not (or no longer) a websocket connection: nothing to change
@@ -203,7 +205,7 @@ class UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
             max_msg_size=self.server.max_http_buffer_size, compress=False
         )
         await self._sock.prepare(request)
-        shed_http_state(request)
+        shed_http_state(request, self._sock)
         self.environ = environ
         self.transport = request.transport
         socket = getattr(self.handler, "__self__", None)

@@ -146,7 +146,7 @@ async def test_a_connect_is_answered_without_starting_a_writer_task(server: Runn
         assert note["title"] == "still delivered"
 
 
-async def test_a_held_websocket_connection_keeps_no_http_parser_nor_pipelining_queue(
+async def test_a_held_websocket_keeps_no_http_parser_pipelining_queue_or_answer_headers(
     server: RunningServer,
 ) -> None:
     """aiohttp's connection drops its HTTP state once it carries a websocket (fast.py)."""
@@ -156,6 +156,7 @@ async def test_a_held_websocket_connection_keeps_no_http_parser_nor_pipelining_q
     protocol: Any = sio.environ[sid]["aiohttp.request"].protocol
     assert protocol._parser is None
     assert not protocol._messages and not isinstance(protocol._messages, deque)
+    assert not sio.eio.sockets[sid].lean_ws._sock.headers  # the 101's, sent long ago
     # The websocket still works both ways.
     assert (await recorder.call("heartbeat"))["ok"] is True
     await server.publish(["shed"], title="after shedding")
