@@ -304,6 +304,9 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         if writer is not None:
             await writer
         await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+        # A DueQueue may name this session until its entry comes due (up to a ping interval and
+        # timeout): it keeps the session's few fields then, not its websocket and request.
+        self.lean_ws = None
 
     def _start_writer(self) -> None:
         if self.writer is None and not self.written_out:

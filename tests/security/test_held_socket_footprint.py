@@ -162,3 +162,20 @@ async def test_a_held_websocket_keeps_no_http_parser_pipelining_queue_or_answer_
     await server.publish(["shed"], title="after shedding")
     [note] = await recorder.wait_for("notification")
     assert note["title"] == "after shedding"
+
+
+async def test_a_closed_session_waiting_for_its_ping_turn_keeps_no_websocket(
+    server: RunningServer,
+) -> None:
+    """The pings' DueQueue names a session until its turn comes, after a close too."""
+    recorder = await server.connect("gone")
+    sio = server.app[keys.SIO]
+    [sock] = list(sio.eio.sockets.values())
+    assert sock.lean_ws is not None
+    await recorder.client.disconnect()
+    for _ in range(200):
+        if sock.closed and sock.lean_ws is None:
+            break
+        await asyncio.sleep(0.02)
+    assert sock.closed and sock.lean_ws is None
+    assert getattr(sock, "direct_ws", None) is None
