@@ -131,9 +131,10 @@ async def latest_seqs(session: AsyncSession, user_ids: Iterable[str]) -> dict[st
 
 class UserDirectory:
     """Records the users that connect, with their token's email and name, so emails can reach
-    them. Concurrent connects share one transaction (group commit), and a user already recorded
-    with the same claims costs nothing: a reconnect storm writes nothing at all. A connect that
-    needs the user's latest seq (the bus catch-up baseline) reads it in the same batch."""
+    them. Concurrent connects share one write (group commit: on PostgreSQL one statement, on
+    SQLite one transaction), and a user already recorded with the same claims costs nothing: a
+    reconnect storm writes nothing at all. A connect that needs the user's latest seq (the bus
+    catch-up baseline) reads it in the same batch."""
 
     KNOWN_MAX = 100_000
 
