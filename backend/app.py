@@ -427,7 +427,13 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=max(settings.max_body_bytes, settings.max_payload_bytes + 1024),
         # aiohttp closes a connection whose next request's headers are not complete this long
         # after it opened or answered the last one: the header deadline, and the keep-alive.
-        handler_args={"keepalive_timeout": settings.request_header_timeout_seconds},
+        # No SO_KEEPALIVE on each accepted socket (a socket option call per connection, ≈ 1 %
+        # of a connect storm): with the kernel's default two idle hours before the first probe
+        # it finds nothing that the deadlines above and Engine.IO's pings do not find first.
+        handler_args={
+            "keepalive_timeout": settings.request_header_timeout_seconds,
+            "tcp_keepalive": False,
+        },
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics(max_types=settings.metrics_max_types)

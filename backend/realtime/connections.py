@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 Clock = Callable[[], float]
 SSE = "sse"  # the transport of a Server-Sent Events stream
+USER_PREFIX = "user:"  # a user's own room, which each of its sessions is in
 
 
 # running counters, in the order stats() answers them
@@ -36,11 +37,17 @@ class ClientConnection:
     transport: str = "polling"
     remote_address: str | None = None
     user_agent: str | None = None
-    rooms: set[str] = field(default_factory=set)
+    # The rooms joined besides the user's own, which every session is in (a tuple: a set was
+    # 216 bytes of every held connection, and a session joins a few topics at most).
+    topics: tuple[str, ...] = ()
     events_in: int = 0
     events_out: int = 0
     order: int = 0  # admission order on this process: ties of connected_at broken
     live: bool = True  # False while its connect handler still runs (see admit)
+
+    @property
+    def rooms(self) -> set[str]:
+        return {USER_PREFIX + self.user_id, *self.topics}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,7 +68,10 @@ class ConnectionManager:
     def __init__(self, *, clock: Clock = time.time) -> None:
         self._clock = clock
         self._connections: dict[str, ClientConnection] = {}
+        # A user's sessions, which are also the members of the user's own room.
         self._by_user: dict[str, set[str]] = {}
+        # The members of every other room (topics): each session's user room is not kept here
+        # again (a set and a string of every held connection).
         self._rooms: dict[str, set[str]] = {}
         self.started_at = clock()
         self.events_in = 0
@@ -108,9 +118,6 @@ class ConnectionManager:
         connection.order = self.total_connections
         self._connections[sid] = connection
         self._by_user.setdefault(user_id, set()).add(sid)
-        room = f"user:{user_id}"
-        connection.rooms.add(room)
-        self._rooms.setdefault(room, set()).add(sid)
         return connection
 
     def admit(
@@ -143,7 +150,7 @@ class ConnectionManager:
         connection = self._connections.pop(sid, None)
         if connection is None:
             return None
-        for room in connection.rooms:
+        for room in connection.topics:
             members = self._rooms.get(room)
             if members is not None:
                 members.discard(sid)
@@ -165,16 +172,16 @@ class ConnectionManager:
         connection = self._connections.get(sid)
         if connection is None or room in connection.rooms:
             return
-        connection.rooms.add(room)
+        connection.topics = (*connection.topics, room)
         self._rooms.setdefault(room, set()).add(sid)
         if self.mirror is not None:
             self.mirror.changed(connection)
 
     def leave(self, sid: str, room: str) -> None:
         connection = self._connections.get(sid)
-        if connection is None or room not in connection.rooms:
-            return
-        connection.rooms.discard(room)
+        if connection is None or room not in connection.topics:
+            return  # not in it, or its own user room, which a session never leaves
+        connection.topics = tuple(topic for topic in connection.topics if topic != room)
         members = self._rooms.get(room)
         if members is not None:
             members.discard(sid)
@@ -218,6 +225,8 @@ class ConnectionManager:
         return sorted(self._by_user)
 
     def room_members(self, room: str) -> list[str]:
+        if room.startswith(USER_PREFIX):
+            return sorted(self._by_user.get(room[len(USER_PREFIX) :], ()))
         return sorted(self._rooms.get(room, ()))
 
     def stale_sessions(self, timeout_seconds: float) -> list[ClientConnection]:
@@ -236,7 +245,7 @@ class ConnectionManager:
         return {
             "connections": len(self._connections),
             "online_users": len(self._by_user),
-            "room_count": len(self._rooms),
+            "room_count": len(self._by_user) + len(self._rooms),
             "events_in": self.events_in,
             "events_out": self.events_out,
             "total_connections": self.total_connections,
@@ -251,7 +260,12 @@ class ConnectionManager:
         return {
             "connections": counters["connections"],
             "online_users": counters["online_users"],
-            "rooms": {room: len(members) for room, members in sorted(self._rooms.items())},
+            "rooms": dict(
+                sorted(
+                    [(USER_PREFIX + user, len(sids)) for user, sids in self._by_user.items()]
+                    + [(room, len(members)) for room, members in self._rooms.items()]
+                )
+            ),
             "transports": self.transports(),
             **{name: counters[name] for name in COUNTED},
         }

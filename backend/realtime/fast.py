@@ -169,6 +169,32 @@ def translate_request(request: Request) -> dict[str, Any]:
     return environ
 
 
+class _Drained(list[Any]):
+    """What aiohttp's connection keeps for pipelined requests (a deque, 624 bytes empty), as a
+    list: once the connection is a websocket it stays empty for the socket's life."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+def shed_http_state(request: Request, response: WebSocketResponse) -> None:
+    """Let go of what aiohttp keeps for HTTP once a connection carries a websocket (about 1.8 KB
+    a held connection): the request parser (aiohttp feeds every byte to the websocket reader
+    from now on, and checks the parser for None where it uses it), the empty queue of pipelined
+    requests, and the headers of the 101 answer, already sent."""
+    if response.prepared:
+        response._headers = type(response.headers)()  # an empty CIMultiDict
+    protocol: Any = request.protocol
+    if protocol is None or getattr(protocol, "_payload_parser", None) is None:
+        return  # not (or no longer) a websocket connection: nothing to change
+    if getattr(protocol, "_messages", None) is not None and not protocol._messages:
+        protocol._messages = _Drained()
+    if hasattr(protocol, "_parser"):
+        protocol._parser = None
+
+
 class UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
     """Engine.IO's aiohttp websocket without permessage-deflate, which costs memory per socket,
     registered on its Engine.IO socket so that `write_now` can reach its transport."""
@@ -179,6 +205,7 @@ class UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
             max_msg_size=self.server.max_http_buffer_size, compress=False
         )
         await self._sock.prepare(request)
+        shed_http_state(request, self._sock)
         self.environ = environ
         self.transport = request.transport
         socket = getattr(self.handler, "__self__", None)

@@ -70,3 +70,26 @@ async def test_a_publish_whose_connections_keep_breaking_is_unavailable_not_an_e
         assert stored["seq"] == 1
     finally:
         await server.close()
+
+
+async def test_connects_after_a_quiet_postgresql_restart_are_recorded_the_first_time(
+    own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    # The users a connect records go on asyncpg outside a transaction (db.direct_statement):
+    # a pooled connection that died with the restart is replaced and the upsert runs again.
+    database_url = await create_pg_database(own_postgres)
+    server = RunningServer(make_settings(database_url, tmp_path))
+    await server.start()
+    try:
+        first = await asyncio.gather(*(server.connect(f"u{i}") for i in range(5)))
+        await asyncio.to_thread(own_postgres.halt)
+        await asyncio.to_thread(own_postgres.resume)
+        await asyncio.sleep(1.1)
+        # New users, so each one is written (a user already recorded costs no statement).
+        again = await asyncio.gather(*(server.connect(f"v{i}") for i in range(5)))
+        assert all(recorder.client.connected for recorder in [*first, *again])
+        [stored] = await server.publish(["v3"], title="after")
+        assert stored["seq"] == 1
+        await again[3].wait_for("notification")
+    finally:
+        await server.close()

@@ -4,6 +4,7 @@ its future each); one is started when something is queued and ends when the queu
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from engineio import packet
@@ -143,3 +144,38 @@ async def test_a_connect_is_answered_without_starting_a_writer_task(server: Runn
     for recorder in recorders:
         [note] = await recorder.wait_for("notification")
         assert note["title"] == "still delivered"
+
+
+async def test_a_held_websocket_keeps_no_http_parser_pipelining_queue_or_answer_headers(
+    server: RunningServer,
+) -> None:
+    """aiohttp's connection drops its HTTP state once it carries a websocket (fast.py)."""
+    recorder = await server.connect("shed")
+    sio = server.app[keys.SIO]
+    [sid] = list(sio.eio.sockets)
+    protocol: Any = sio.environ[sid]["aiohttp.request"].protocol
+    assert protocol._parser is None
+    assert not protocol._messages and not isinstance(protocol._messages, deque)
+    assert not sio.eio.sockets[sid].lean_ws._sock.headers  # the 101's, sent long ago
+    # The websocket still works both ways.
+    assert (await recorder.call("heartbeat"))["ok"] is True
+    await server.publish(["shed"], title="after shedding")
+    [note] = await recorder.wait_for("notification")
+    assert note["title"] == "after shedding"
+
+
+async def test_a_closed_session_waiting_for_its_ping_turn_keeps_no_websocket(
+    server: RunningServer,
+) -> None:
+    """The pings' DueQueue names a session until its turn comes, after a close too."""
+    recorder = await server.connect("gone")
+    sio = server.app[keys.SIO]
+    [sock] = list(sio.eio.sockets.values())
+    assert sock.lean_ws is not None
+    await recorder.client.disconnect()
+    for _ in range(200):
+        if sock.closed and sock.lean_ws is None:
+            break
+        await asyncio.sleep(0.02)
+    assert sock.closed and sock.lean_ws is None
+    assert getattr(sock, "direct_ws", None) is None
