@@ -20,9 +20,9 @@ from backend.services import store
 
 from ..conftest import RunningServer
 from ..email_helpers import register
+from ..query_log import queries_per_checkout
 
 RECIPIENTS = 1000
-ONCE = ("typeinfo_tree", "'jit'")  # asyncpg's introspection when it first prepares a statement
 
 
 async def test_a_publish_to_a_thousand_users_sends_a_handful_of_statements(
@@ -118,35 +118,12 @@ async def test_a_targeted_publish_on_postgresql_is_one_statement(
         json={"in_app_notifications": False, "type_settings": {"news": {"in_app": True}}},
     )
     assert status == 200
-    checkouts: list[list[str]] = []
-    loggers: dict[int, Any] = {}
-
-    def checkout(dbapi_connection: Any, *_args: Any) -> None:
-        queries: list[str] = []
-        checkouts.append(queries)
-        loggers[id(dbapi_connection)] = lambda query: queries.append(query.query)
-        dbapi_connection.driver_connection.add_query_logger(loggers[id(dbapi_connection)])
-
-    def checkin(dbapi_connection: Any, *_args: Any) -> None:
-        logger = loggers.pop(id(dbapi_connection), None)
-        if logger is not None:
-            dbapi_connection.driver_connection.remove_query_logger(logger)
-
-    event.listen(engine.sync_engine, "checkout", checkout)
-    event.listen(engine.sync_engine, "checkin", checkin)
-    try:
+    with queries_per_checkout(engine) as checkouts:
         await server.publish(["quiet", "loud", "picky"], type="muted")
         await server.publish(["quiet", "loud", "picky"], type="news")
         await register(server, "mailed", "mailed@example.com")
         await server.publish(["quiet", "mailed"], type="news")
-    finally:
-        event.remove(engine.sync_engine, "checkout", checkout)
-        event.remove(engine.sync_engine, "checkin", checkin)
-    # asyncpg's type introspection runs once per statement on each new connection, not per publish
-    statements = [
-        [query.split()[0] for query in queries if not any(mark in query for mark in ONCE)]
-        for queries in checkouts
-    ]
+    statements = [[query.split()[0] for query in queries] for queries in checkouts]
     publishes = [shape for shape in statements if "WITH" in shape]
     alone = ["BEGIN;", "WITH", "COMMIT;"]
     mailed = ["BEGIN;", "WITH", "INSERT", "COMMIT;"]  # INSERT: the queued email
