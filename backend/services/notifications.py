@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from .. import codec
 from ..codec import SENDABLE_DEPTH
-from ..db import dialect_insert, direct
+from ..db import asyncpg_engine, dialect_insert, direct
 from ..errors import Conflict, DomainError, InProgress, Invalid, NotFound
 from ..metrics import Metrics
 from ..models import IdempotencyKey, Notification, User, utcnow
@@ -187,14 +187,7 @@ class NotificationService:
         self._metrics = metrics or Metrics()
         self._templates = templates
         # PostgreSQL through asyncpg: group-committed publishes skip the session (db.direct).
-        bind = sessionmaker.kw.get("bind")
-        self._direct: AsyncEngine | None = (
-            bind
-            if isinstance(bind, AsyncEngine)
-            and bind.dialect.name == "postgresql"
-            and bind.dialect.driver == "asyncpg"
-            else None
-        )
+        self._direct: AsyncEngine | None = asyncpg_engine(sessionmaker)
         self.created_total = 0  # read by /metrics
         # Batches in flight lock their users in id order, so they cannot deadlock, and a user's
         # seqs still follow commit order (a later batch waits on the earlier one's row lock).
