@@ -89,8 +89,7 @@ def count(request: web.Request, status: int, duration: float) -> str:
     """An answered request in the metrics, and a refusal by its status; its route template."""
     route = route_template(request)
     metrics = request.app[keys.METRICS]
-    metrics.http_requests.labels(request.method, route, str(status)).inc()
-    metrics.http_latency.labels(route).observe(duration)
+    metrics.http_answered(request.method, route, status, duration)
     if (reason := REFUSAL_BY_STATUS.get(status)) is not None:
         metrics.refused(reason)
     return route
