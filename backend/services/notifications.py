@@ -162,6 +162,18 @@ class Backlog:
 
 
 BATCHES_IN_FLIGHT = 3
+# A group-committed batch of at most this many rows, all to named users (a topic's audience is
+# known only inside the transaction), may run on PostgreSQL's generic plans (db.direct).
+GENERIC_PLAN_ROWS = 64
+
+
+def _few_rows(requests: Sequence[NotificationCreate]) -> bool:
+    rows = 0
+    for request in requests:
+        if request.topic is not None:
+            return False
+        rows += len(request.user_ids or ())
+    return rows <= GENERIC_PLAN_ROWS
 
 
 # A batch's idempotency keys get their notification ids in one executemany.
@@ -264,6 +276,7 @@ class NotificationService:
                 lambda connection: store.store_direct(
                     connection, requests, emails.immediate_values, publishers, kinds
                 ),
+                generic_plans=_few_rows(requests),
             )
         else:
             async with self._sessionmaker.begin() as session:
