@@ -25,6 +25,8 @@ REFUSAL_REASONS = ("rate", "per_user_cap", "connect_rate", "payload", "auth", "u
 # Who created a notification: the publisher's kind (see notifications.publisher_kind).
 SOURCES = ("token", "api_key", "event", "channel", "stream")
 OTHER = "other"
+# Distinct (method, route, status) whose metric children are kept at hand (Metrics.http_answered).
+HTTP_CHILDREN_CACHED = 512
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _SEND_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -60,9 +62,6 @@ class MinuteCounts:
         return first, counts
 
 
-HTTP_CHILDREN_MAX = 1000  # Metrics.http_answered: labelled children kept, at most
-
-
 class Metrics:
     """The counters and histograms; `registry` is what /metrics serves (with the collector)."""
 
@@ -71,7 +70,6 @@ class Metrics:
         r = self.registry
         self.max_types = max_types
         self._types: set[str] = set()
-        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.http_requests = Counter(
             "notify_http_requests", "HTTP requests answered, by method, route template and status",
             ["method", "route", "status"], registry=r,
@@ -113,6 +111,24 @@ class Metrics:
         for reason in REFUSAL_REASONS:
             self.refusals.labels(reason)  # present at zero, so rate() works from the start
         self.per_minute = MinuteCounts()
+        # Labelled children looked up once (`labels()` takes a lock and checks its arguments on
+        # every call): at most HTTP_CHILDREN_CACHED answers' kinds, then `labels()` as before.
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._created_children: dict[tuple[str, str], Any] = {}
+
+    def http_answered(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered HTTP request: its count by method, route and status, and its latency."""
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_latency.labels(route),
+            )
+            if len(self._http_children) < HTTP_CHILDREN_CACHED:
+                self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def read(self) -> dict[str, Metric]:
         """Every family in the registry by name (the scrape-time collector's too): what /metrics
@@ -131,30 +147,22 @@ class Metrics:
     def notifications_stored(self, notifications: list[dict[str, Any]], source: str) -> None:
         # One label lookup per type, not per recipient (a publish to 1,000 users is one type);
         # Counter keeps first-seen order, so types are admitted under the cap as before.
-        for kind, count in collections.Counter(str(i.get("type")) for i in notifications).items():
-            self.created.labels(self.type_label(kind), source).inc(count)
+        if len(notifications) == 1:  # a targeted publish: no Counter of types
+            counts: Iterable[tuple[str, int]] = ((str(notifications[0].get("type")), 1),)
+        else:
+            counts = collections.Counter(str(i.get("type")) for i in notifications).items()
+        for kind, count in counts:
+            label = self.type_label(kind)
+            child = self._created_children.get((label, source))
+            if child is None:  # labels are bounded: max_types types (and other) by SOURCES
+                child = self._created_children[(label, source)] = self.created.labels(label, source)
+            child.inc(count)
         self.per_minute.add(len(notifications))
 
     def observe_receipt_latency(self, seconds: float) -> None:
         """The receipts branch calls this once per notification whose first receipt arrived,
         with seconds since its commit (created_at)."""
         self.commit_to_receipt.observe(max(seconds, 0.0))
-
-    def http_answered(self, method: str, route: str, status: int, duration: float) -> None:
-        """One answered request in the request counter and the latency histogram; the labelled
-        children are kept per (method, route, status), where `labels()` found them again on
-        every request (≈ 1 % of a connect storm's server CPU)."""
-        key = (method, route, status)
-        children = self._http_children.get(key)
-        if children is None:
-            children = (
-                self.http_requests.labels(method, route, str(status)),
-                self.http_latency.labels(route),
-            )
-            if len(self._http_children) < HTTP_CHILDREN_MAX:  # methods are the client's to choose
-                self._http_children[key] = children
-        children[0].inc()
-        children[1].observe(duration)
 
     def refused(self, reason: str) -> None:
         self.refusals.labels(reason).inc()

@@ -24,8 +24,11 @@ def body_deadline_middleware(timeout_seconds: float) -> Middleware:
     async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.can_read_body and not request.path.startswith(SOCKET_IO_PREFIX):
             try:
-                async with asyncio.timeout(timeout_seconds):
-                    await request.read()  # kept by aiohttp: the handler's read() returns it
+                if request.content.is_eof():  # it came with the headers: no wait, no timer
+                    await request.read()
+                else:
+                    async with asyncio.timeout(timeout_seconds):
+                        await request.read()  # kept by aiohttp: the handler's read() returns it
             except web.HTTPRequestEntityTooLarge:
                 # A route may answer it its own way (Dapr's: 200 DROP, as a 413 is redelivered).
                 too_large = getattr(request.match_info.handler, TOO_LARGE_ATTRIBUTE, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -180,8 +181,13 @@ def parse_query(request: web.Request, model: type[Model]) -> Model:
 
 def parse_headers(request: web.Request, model: type[Model]) -> Model:
     """The headers a model names (by alias), validated like a body: 422 when they break it."""
-    names = [info.alias or name for name, info in model.model_fields.items()]
-    return model.model_validate({n: request.headers[n] for n in names if n in request.headers})
+    headers = request.headers
+    return model.model_validate({n: headers[n] for n in _header_names(model) if n in headers})
+
+
+@functools.cache
+def _header_names(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(info.alias or name for name, info in model.model_fields.items())
 
 
 def path_value(request: web.Request, name: str, adapter: TypeAdapter[Any]) -> Any:

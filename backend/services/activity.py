@@ -14,13 +14,14 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..codec import OrjsonModule
-from ..db import is_unavailable
+from ..db import asyncpg_engine, is_unavailable, single
 from ..errors import NotFound
 from ..models import Activity, Notification, utcnow
 from ..schemas import isoformat
@@ -70,6 +71,13 @@ PG_RECORD = text(
     """
 )
 COLUMNS = ("notification_id", "user_id", "type", "kind", "at")
+# PG_RECORD for asyncpg directly (PushLog on PostgreSQL): one statement, which commits by itself.
+DIRECT_RECORD = """
+    INSERT INTO activity (notification_id, user_id, type, kind, at, detail)
+    SELECT s.notification_id, s.user_id, s.type, s.kind, s.at, CAST(s.detail AS JSON)
+    FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TIMESTAMPTZ[], $6::TEXT[])
+         AS s(notification_id, user_id, type, kind, at, detail)
+"""
 
 
 async def record(session: AsyncSession, steps: list[dict[str, Any]]) -> None:
@@ -81,10 +89,19 @@ async def record(session: AsyncSession, steps: list[dict[str, Any]]) -> None:
         await connection.execute(insert(Activity), steps)
         return
     params: dict[str, Any] = {name: [one[name] for one in steps] for name in COLUMNS}
-    params["detail"] = [
-        None if one["detail"] is None else OrjsonModule.dumps(one["detail"]) for one in steps
-    ]
+    params["detail"] = _details(steps)
     await connection.execute(PG_RECORD, params)
+
+
+def _details(steps: list[dict[str, Any]]) -> list[str | None]:
+    return [None if one["detail"] is None else OrjsonModule.dumps(one["detail"]) for one in steps]
+
+
+async def record_direct(connection: Any, steps: list[dict[str, Any]]) -> None:
+    """`record` on an asyncpg connection, outside a transaction (db.single): one statement."""
+    await connection.execute(
+        DIRECT_RECORD, *([one[name] for one in steps] for name in COLUMNS), _details(steps)
+    )
 
 
 class PushLog:
@@ -103,6 +120,9 @@ class PushLog:
         linger: float = 0.0,
     ) -> None:
         self._sessionmaker = sessionmaker
+        # PostgreSQL through asyncpg: each batch is one statement on its own (db.single), not
+        # a session's ping, BEGIN, statement and COMMIT (≈ 0.9 ms of CPU a batch).
+        self._direct = asyncpg_engine(sessionmaker)
         self._linger = linger
         self._queue: deque[dict[str, Any]] = deque()
         self._max = max_queued
@@ -136,8 +156,11 @@ class PushLog:
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
             try:
-                async with self._sessionmaker.begin() as session:
-                    await record(session, batch)
+                if self._direct is not None:
+                    await single(self._direct, partial(record_direct, steps=batch))
+                else:
+                    async with self._sessionmaker.begin() as session:
+                        await record(session, batch)
             except Exception as exc:
                 # Steps of notifications deleted meanwhile (the foreign key) or an outage: the
                 # batch is lost and counted, never retried forever.

@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from .. import codec
 from ..codec import SENDABLE_DEPTH
-from ..db import dialect_insert, direct
+from ..db import asyncpg_engine, dialect_insert, direct
 from ..errors import Conflict, DomainError, InProgress, Invalid, NotFound
 from ..metrics import Metrics
 from ..models import IdempotencyKey, Notification, User, utcnow
@@ -162,6 +162,18 @@ class Backlog:
 
 
 BATCHES_IN_FLIGHT = 3
+# A group-committed batch of at most this many rows, all to named users (a topic's audience is
+# known only inside the transaction), may run on PostgreSQL's generic plans (db.direct).
+GENERIC_PLAN_ROWS = 64
+
+
+def _few_rows(requests: Sequence[NotificationCreate]) -> bool:
+    rows = 0
+    for request in requests:
+        if request.topic is not None:
+            return False
+        rows += len(request.user_ids or ())
+    return rows <= GENERIC_PLAN_ROWS
 
 
 # A batch's idempotency keys get their notification ids in one executemany.
@@ -187,14 +199,7 @@ class NotificationService:
         self._metrics = metrics or Metrics()
         self._templates = templates
         # PostgreSQL through asyncpg: group-committed publishes skip the session (db.direct).
-        bind = sessionmaker.kw.get("bind")
-        self._direct: AsyncEngine | None = (
-            bind
-            if isinstance(bind, AsyncEngine)
-            and bind.dialect.name == "postgresql"
-            and bind.dialect.driver == "asyncpg"
-            else None
-        )
+        self._direct: AsyncEngine | None = asyncpg_engine(sessionmaker)
         self.created_total = 0  # read by /metrics
         # Batches in flight lock their users in id order, so they cannot deadlock, and a user's
         # seqs still follow commit order (a later batch waits on the earlier one's row lock).
@@ -271,6 +276,7 @@ class NotificationService:
                 lambda connection: store.store_direct(
                     connection, requests, emails.immediate_values, publishers, kinds
                 ),
+                generic_plans=_few_rows(requests),
             )
         else:
             async with self._sessionmaker.begin() as session:

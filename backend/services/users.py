@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ..db import dialect_insert, direct_statement
+from ..db import asyncpg_engine, dialect_insert, single
 from ..models import User, utcnow
 from .batching import GroupCommit
 
@@ -96,7 +96,7 @@ def _sqlite_upsert_users() -> Any:
 
 SQLITE_UPSERT_USERS = _sqlite_upsert_users()
 
-# The batch in one statement on asyncpg directly, outside a transaction (db.direct_statement):
+# The batch in one statement on asyncpg directly, outside a transaction (db.single, idempotent):
 # the upsert above, then each wanted user's latest seq, from the upsert's own rows or else from
 # the table. Through a session, in a transaction, the two were ≈ 7 % of a 19.5k-connection
 # storm's server CPU (bench/README).
@@ -140,15 +140,8 @@ class UserDirectory:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
-        # PostgreSQL through asyncpg: batches skip the session (db.direct), as publishes do.
-        bind = sessionmaker.kw.get("bind")
-        self._direct: AsyncEngine | None = (
-            bind
-            if isinstance(bind, AsyncEngine)
-            and bind.dialect.name == "postgresql"
-            and bind.dialect.driver == "asyncpg"
-            else None
-        )
+        # PostgreSQL through asyncpg: batches skip the session (db.single), as publishes do.
+        self._direct = asyncpg_engine(sessionmaker)
         self._known: set[Claims] = set()
         self._group: GroupCommit[_Ask, int | None] = GroupCommit(self._write, max_batch=500)
 
@@ -175,8 +168,8 @@ class UserDirectory:
                 merged[user_id] = (email or old_email, name or old_name)
         wanted = [claims[0] for claims, _, want in batch if want]
         if self._direct is not None:
-            seqs = await direct_statement(
-                self._direct, lambda raw: _remember_direct(raw, merged, wanted)
+            seqs = await single(
+                self._direct, lambda raw: _remember_direct(raw, merged, wanted), idempotent=True
             )
             return [seqs.get(claims[0], 0) if want else None for claims, _, want in batch]
         async with self._sessionmaker.begin() as session:

@@ -75,7 +75,7 @@ async def test_a_publish_whose_connections_keep_breaking_is_unavailable_not_an_e
 async def test_connects_after_a_quiet_postgresql_restart_are_recorded_the_first_time(
     own_postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    # The users a connect records go on asyncpg outside a transaction (db.direct_statement):
+    # The users a connect records go on asyncpg outside a transaction (db.single, idempotent):
     # a pooled connection that died with the restart is replaced and the upsert runs again.
     database_url = await create_pg_database(own_postgres)
     server = RunningServer(make_settings(database_url, tmp_path))
