@@ -230,6 +230,20 @@ async def server(settings: Settings) -> AsyncIterator[RunningServer]:
 
 
 @pytest.fixture
+async def server_on_own_postgres(
+    own_postgres: PostgresServer, tmp_path: Path
+) -> AsyncIterator[RunningServer]:
+    """A started server on a PostgreSQL cluster of the test's own, which the test may halt and
+    resume (`own_postgres.halt()` / `.resume()`) without disturbing any other test."""
+    running = RunningServer(make_settings(await create_pg_database(own_postgres), tmp_path))
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+@pytest.fixture
 async def make_server(
     database_url: str, tmp_path: Path
 ) -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
